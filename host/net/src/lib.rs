@@ -1,0 +1,1 @@
+//! taskhost-net.
