@@ -4,6 +4,16 @@
 //! and how it is encoded. Everything that names a module or a task lives here so that all crates
 //! agree on it.
 
+mod codec;
+mod hello;
 mod ids;
 
+pub use codec::{
+    CodecError, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, decode_payload, encode,
+    encode_into, encode_into_limited,
+};
+pub use hello::{
+    AuthProof, Hello, HelloError, HelloOutcome, HelloReply, MAX_HELLO_FRAME, PROTOCOL,
+    PROTOCOL_MAGIC, PROTOCOL_VERSION, Role, check_protocol, protocol_word,
+};
 pub use ids::{IdParseError, ModuleId, TaskKey, TaskKeyBuilder};
