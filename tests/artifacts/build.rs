@@ -1,0 +1,78 @@
+//! Compiles the guest crates in `examples/guests` for `wasm32-wasip2` and writes constants naming
+//! the resulting components, so tests and benchmarks always run guests built from this source.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The guest components to build: (constant name, crate's library name).
+const GUESTS: &[(&str, &str)] = &[("EXAMPLE_GUEST", "taskhost_example_guest")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.join("../..").canonicalize().expect("the workspace root exists");
+    let guests = root.join("examples/guests");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target_dir = out_dir.join("guests");
+
+    for watched in ["examples/guests", "guest-sdk", "wit"] {
+        rerun_if_changed(&root.join(watched));
+    }
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&guests)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(guests.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer build's settings are for the host, not for guests.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cargo can be started to build the guest components");
+    if !status.success() {
+        panic!(
+            "building the guest components in {} failed ({status}); is the wasm32-wasip2 target installed? \
+             Run `rustup target add wasm32-wasip2`.",
+            guests.display()
+        );
+    }
+
+    let mut code = String::new();
+    for (constant, lib) in GUESTS {
+        let path = target_dir.join("wasm32-wasip2/release").join(format!("{lib}.wasm"));
+        assert!(path.exists(), "the guest build did not produce {}", path.display());
+        writeln!(code, "/// Path of the `{lib}` component, built from `examples/guests`.").unwrap();
+        writeln!(code, "pub const {constant}: &str = {:?};", path.display().to_string()).unwrap();
+    }
+    std::fs::write(out_dir.join("guests.rs"), code).expect("OUT_DIR is writable");
+}
+
+fn rerun_if_changed(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", dir.display());
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            rerun_if_changed(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
