@@ -1,0 +1,3 @@
+//! Scheduler-core benchmark (filled in below).
+
+fn main() {}

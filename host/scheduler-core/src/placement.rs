@@ -1,0 +1,166 @@
+//! Placement: which worker runs a ready task, and handing queued root tasks to workers.
+
+use crate::config::Placement;
+use crate::core::Core;
+use crate::ids::{Tid, Wid};
+use crate::state::{Arg, TaskState};
+
+/// Most candidate workers considered for one placement.
+const MAX_CANDIDATES: usize = 16;
+/// Idle workers added to the holders of the inputs as candidates.
+const IDLE_CANDIDATES: usize = 2;
+
+impl Core {
+    /// Chooses a worker for a ready task, or None if no running worker may run it.
+    pub(crate) fn decide_worker(&mut self, t: Tid) -> Option<Wid> {
+        if self.running.is_empty() {
+            return None;
+        }
+        match self.cfg.placement {
+            Placement::EarliestStart => self.earliest_start(t),
+            Placement::Random { .. } => {
+                let allowed = self.allowed_running(t);
+                if allowed.is_empty() {
+                    return None;
+                }
+                let i = (self.next_random() % allowed.len() as u64) as usize;
+                Some(allowed[i])
+            }
+            Placement::RoundRobin => {
+                let allowed = self.allowed_running(t);
+                if allowed.is_empty() {
+                    return None;
+                }
+                self.rr = self.rr.wrapping_add(1);
+                Some(allowed[self.rr % allowed.len()])
+            }
+        }
+    }
+
+    /// Running workers that satisfy the task's restrictions (a scan: baselines only).
+    fn allowed_running(&self, t: Tid) -> Vec<Wid> {
+        let r = self.tasks[t as usize].restrictions();
+        self.running
+            .members()
+            .iter()
+            .copied()
+            .filter(|&w| r.is_none_or(|r| self.workers[w as usize].satisfies(r)))
+            .collect()
+    }
+
+    /// Minimises estimated start time over the holders of the inputs plus a few idle workers.
+    fn earliest_start(&mut self, t: Tid) -> Option<Wid> {
+        let mut cands = std::mem::take(&mut self.scratch);
+        cands.clear();
+        let task = &self.tasks[t as usize];
+        if let Some(r) = task.restrictions() {
+            if !r.workers.is_empty() {
+                for id in &r.workers {
+                    if let Some(&w) = self.worker_index.get(id)
+                        && self.running.contains(w)
+                        && self.workers[w as usize].satisfies(r)
+                    {
+                        cands.push(w);
+                    }
+                }
+            } else {
+                // Resource restrictions: a scan over running workers (their number, not tasks).
+                cands.extend(
+                    self.running
+                        .members()
+                        .iter()
+                        .copied()
+                        .filter(|&w| self.workers[w as usize].satisfies(r)),
+                );
+            }
+        } else {
+            'deps: for a in task.args.iter() {
+                if let Arg::Dep(d) = *a
+                    && let TaskState::Memory { holders, .. } = &self.tasks[d as usize].state
+                {
+                    for h in holders.iter() {
+                        if cands.len() >= MAX_CANDIDATES {
+                            break 'deps;
+                        }
+                        if self.running.contains(h) && !cands.contains(&h) {
+                            cands.push(h);
+                        }
+                    }
+                }
+            }
+            let idle = self.idle.members();
+            if !idle.is_empty() {
+                for k in 0..IDLE_CANDIDATES.min(idle.len()) {
+                    let w = idle[(self.rr + k) % idle.len()];
+                    if !cands.contains(&w) {
+                        cands.push(w);
+                    }
+                }
+            }
+            if cands.is_empty() {
+                let run = self.running.members();
+                for k in 0..4.min(run.len()) {
+                    cands.push(run[(self.rr + k) % run.len()]);
+                }
+            }
+            self.rr = self.rr.wrapping_add(1);
+        }
+        let mut best: Option<(f64, Wid)> = None;
+        for &w in &cands {
+            let cost = self.start_time(t, w);
+            if best.is_none_or(|(c, _)| cost < c) {
+                best = Some((cost, w));
+            }
+        }
+        self.scratch = cands;
+        best.map(|(_, w)| w)
+    }
+
+    /// Estimated start time of `t` on `w`, in microseconds: queued work per slot plus the
+    /// transfer time of the inputs `w` lacks.
+    pub(crate) fn start_time(&self, t: Tid, w: Wid) -> f64 {
+        let wk = &self.workers[w as usize];
+        let queue = wk.occupancy as f64 / f64::from(wk.slots);
+        queue + self.missing_bytes(t, w) as f64 / self.bandwidth
+    }
+
+    /// Bytes of `t`'s inputs that `w` does not hold.
+    pub(crate) fn missing_bytes(&self, t: Tid, w: Wid) -> u64 {
+        let mut bytes = 0;
+        for a in self.tasks[t as usize].args.iter() {
+            if let Arg::Dep(d) = *a
+                && let TaskState::Memory { nbytes, holders } = &self.tasks[d as usize].state
+                && !holders.contains(w)
+            {
+                bytes += nbytes;
+            }
+        }
+        bytes
+    }
+
+    /// Hands queued root tasks, best priority first, to workers below their root-task cap.
+    pub(crate) fn fill_queue(&mut self) {
+        while self.queued > 0 && !self.underfull.is_empty() {
+            let Some(std::cmp::Reverse((_, t, generation))) = self.queue.pop() else {
+                break;
+            };
+            let task = &self.tasks[t as usize];
+            if task.generation != generation || !matches!(task.state, TaskState::Queued) {
+                continue;
+            }
+            let members = self.underfull.members();
+            let mut best = members[0];
+            for &w in members.iter().take(4) {
+                if self.workers[w as usize].processing.len()
+                    < self.workers[best as usize].processing.len()
+                {
+                    best = w;
+                }
+            }
+            self.assign(t, best);
+        }
+        if self.queued == 0 && !self.queue.is_empty() {
+            self.queue.clear();
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! A simulator: virtual workers with slots, memory and bandwidth on a virtual clock, driving a
+//! [`Core`] to completion (like quinn's `Pair` or tako's `TestEnv`). Deterministic: the same
+//! seed gives the same run.
+
+mod graphs;
+mod rng;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+
+pub use graphs::*;
+pub use rng::SimRng;
+
+use crate::collections::{FxHashMap, FxHashSet};
+use crate::{
+    ClientId, Config, Core, Input, Micros, Output, Priority, RunTask, TaskKey, TaskSpec, WorkerId,
+};
+
+/// A task of a simulated graph: its spec plus what running it costs.
+#[derive(Clone, Debug)]
+pub struct SimTask {
+    /// What the client submits.
+    pub spec: TaskSpec,
+    /// Run time.
+    pub duration: Micros,
+    /// Output size.
+    pub nbytes: u64,
+    /// Whether every run of it fails.
+    pub fails: bool,
+}
+
+/// A graph to submit, with the keys the client wants.
+#[derive(Clone, Debug, Default)]
+pub struct SimGraph {
+    /// Tasks, in any order.
+    pub tasks: Vec<SimTask>,
+    /// Wanted keys.
+    pub wants: Vec<TaskKey>,
+}
+
+/// A virtual worker's capacity.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerSpec {
+    /// Execution slots.
+    pub slots: u32,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// Bandwidth to fetch inputs, in bytes per microsecond.
+    pub bandwidth: f64,
+}
+
+impl Default for WorkerSpec {
+    fn default() -> Self {
+        WorkerSpec {
+            slots: 2,
+            memory: 1 << 40,
+            bandwidth: 100.0,
+        }
+    }
+}
+
+/// How the simulator behaves.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The core's configuration.
+    pub core: Config,
+    /// Initial workers.
+    pub workers: Vec<WorkerSpec>,
+    /// One-way message latency.
+    pub latency: Micros,
+    /// Random extra latency, up to this much.
+    pub jitter: Micros,
+    /// Seed of the simulator's randomness.
+    pub seed: u64,
+    /// Call [`Core::validate`] after every step (O(tasks) each: for tests).
+    pub validate: bool,
+    /// Send memory reports and transfer measurements to the core.
+    pub reports: bool,
+    /// Give up after this many events.
+    pub max_events: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            core: Config::default(),
+            workers: vec![WorkerSpec::default(); 4],
+            latency: Micros(100),
+            jitter: Micros(0),
+            seed: 1,
+            validate: true,
+            reports: true,
+            max_events: 10_000_000,
+        }
+    }
+}
+
+/// What happened in a run.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Time of the last event.
+    pub makespan: Micros,
+    /// Bytes moved between workers.
+    pub bytes_moved: u64,
+    /// Task runs started.
+    pub runs_started: u64,
+    /// `TaskDone` notices per (client, key).
+    pub done: BTreeMap<(ClientId, TaskKey), u32>,
+    /// `TaskErred` notices per (client, key), with the origin of the error.
+    pub erred: BTreeMap<(ClientId, TaskKey), TaskKey>,
+    /// Workers killed.
+    pub kills: u32,
+    /// Times a task started while another run of it was going on.
+    pub concurrent_runs: u32,
+    /// Wanted chunks released while no other copy existed.
+    pub wanted_released: u32,
+    /// Errors the core returned (rejected or stale inputs), by message.
+    pub core_errors: Vec<String>,
+    /// Events processed.
+    pub events: u64,
+    /// Most tasks in the core at once.
+    pub peak_tasks: usize,
+    /// Pause notices.
+    pub pauses: u32,
+    /// Peak memory of any worker.
+    pub peak_worker_memory: u64,
+}
+
+/// Why a run stopped early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// An invariant did not hold.
+    #[error("invariant violated at {at}: {error}")]
+    Invalid {
+        /// When.
+        at: Micros,
+        /// What.
+        error: crate::ValidationError,
+    },
+    /// Too many events (probably stuck in a loop).
+    #[error("gave up after {0} events")]
+    TooLong(u64),
+}
+
+#[derive(Debug)]
+enum Event {
+    ToCore(Input),
+    ToWorker(usize, Output),
+    Finish {
+        worker: usize,
+        key: TaskKey,
+        attempt: u64,
+    },
+    Kill(usize),
+    Join(WorkerSpec),
+    Submit(ClientId, Vec<TaskSpec>, Vec<TaskKey>),
+}
+
+#[derive(Debug)]
+struct SimWorker {
+    id: WorkerId,
+    spec: WorkerSpec,
+    alive: bool,
+    free_slots: u32,
+    chunks: FxHashMap<TaskKey, u64>,
+    memory: u64,
+    queue: BTreeSet<(Priority, u64, TaskKey)>,
+    runs: FxHashMap<TaskKey, Box<RunTask>>,
+    running: FxHashMap<TaskKey, u64>,
+}
+
+/// The cost of running one task in the simulation.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    duration: Micros,
+    nbytes: u64,
+    fails: bool,
+}
+
+/// The simulator.
+pub struct Sim {
+    /// The core under test.
+    pub core: Core,
+    cfg: SimConfig,
+    now: Micros,
+    seq: u64,
+    events: BinaryHeap<Reverse<(Micros, u64)>>,
+    payloads: FxHashMap<u64, Event>,
+    workers: Vec<SimWorker>,
+    by_id: FxHashMap<WorkerId, usize>,
+    costs: FxHashMap<TaskKey, Cost>,
+    wants: FxHashSet<(ClientId, TaskKey)>,
+    wanted_keys: FxHashSet<TaskKey>,
+    running_anywhere: FxHashMap<TaskKey, u32>,
+    next_worker: u64,
+    attempts: u64,
+    rng: SimRng,
+    /// The report so far.
+    pub report: SimReport,
+}
+
+impl Sim {
+    /// A simulator with the configured workers joining at time zero.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut sim = Sim {
+            core: Core::new(cfg.core.clone()),
+            now: Micros::ZERO,
+            seq: 0,
+            events: BinaryHeap::new(),
+            payloads: FxHashMap::default(),
+            workers: Vec::new(),
+            by_id: FxHashMap::default(),
+            costs: FxHashMap::default(),
+            wants: FxHashSet::default(),
+            wanted_keys: FxHashSet::default(),
+            running_anywhere: FxHashMap::default(),
+            next_worker: 1,
+            attempts: 0,
+            rng: SimRng::new(cfg.seed),
+            report: SimReport::default(),
+            cfg,
+        };
+        for spec in sim.cfg.workers.clone() {
+            sim.join_at(Micros::ZERO, spec);
+        }
+        sim
+    }
+
+    fn push(&mut self, at: Micros, e: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq)));
+        self.payloads.insert(self.seq, e);
+    }
+
+    fn delay(&mut self) -> Micros {
+        let j = self.rng.below(self.cfg.jitter.0 + 1);
+        Micros(self.cfg.latency.0 + j)
+    }
+
+    /// Submits a graph for `client` at time `at`.
+    pub fn submit_at(&mut self, at: Micros, client: ClientId, graph: &SimGraph) {
+        for t in &graph.tasks {
+            self.costs.insert(
+                t.spec.key,
+                Cost {
+                    duration: t.duration,
+                    nbytes: t.nbytes,
+                    fails: t.fails,
+                },
+            );
+        }
+        let specs = graph.tasks.iter().map(|t| t.spec.clone()).collect();
+        self.push(at, Event::Submit(client, specs, graph.wants.clone()));
+    }
+
+    /// Kills the `index`-th worker (in join order) at time `at`.
+    pub fn kill_at(&mut self, at: Micros, index: usize) {
+        self.push(at, Event::Kill(index));
+    }
+
+    /// A new worker joins at time `at`.
+    pub fn join_at(&mut self, at: Micros, spec: WorkerSpec) {
+        self.push(at, Event::Join(spec));
+    }
+
+    /// Workers that joined so far (alive or not).
+    pub fn workers_joined(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Runs until nothing is left to do. Validates the core after every step when configured.
+    pub fn drive(&mut self) -> Result<&SimReport, SimError> {
+        loop {
+            self.route_outputs();
+            if self.cfg.validate {
+                self.core.validate().map_err(|error| SimError::Invalid {
+                    at: self.now,
+                    error,
+                })?;
+            }
+            self.report.peak_tasks = self.report.peak_tasks.max(self.core.num_tasks());
+            let next_event = self.events.peek().map(|Reverse((t, _))| *t);
+            let timer = self.core.poll_timeout();
+            let (at, is_timer) = match (next_event, timer) {
+                (None, None) => break,
+                (Some(e), Some(t)) if t < e => (t, true),
+                (Some(e), _) => (e, false),
+                (None, Some(t)) => (t, true),
+            };
+            self.report.events += 1;
+            if self.report.events > self.cfg.max_events {
+                return Err(SimError::TooLong(self.report.events));
+            }
+            self.now = self.now.max(at);
+            if is_timer {
+                self.core.handle_timeout(self.now);
+                continue;
+            }
+            let Some(Reverse((_, seq))) = self.events.pop() else {
+                break;
+            };
+            let Some(event) = self.payloads.remove(&seq) else {
+                continue;
+            };
+            self.report.makespan = self.now;
+            self.process(event);
+        }
+        Ok(&self.report)
+    }
+
+    fn send_to_core(&mut self, input: Input) {
+        let d = self.delay();
+        self.push(self.now.plus(d), Event::ToCore(input));
+    }
+
+    fn process(&mut self, event: Event) {
+        match event {
+            Event::ToCore(input) => {
+                if let Err(e) = self.core.handle(self.now, input) {
+                    self.report.core_errors.push(e.to_string());
+                }
+            }
+            Event::Submit(client, tasks, wants) => {
+                for k in &wants {
+                    self.wants.insert((client, *k));
+                    self.wanted_keys.insert(*k);
+                }
+                if let Err(e) = self.core.handle(
+                    self.now,
+                    Input::SubmitGraph {
+                        client,
+                        tasks,
+                        wants,
+                    },
+                ) {
+                    self.report.core_errors.push(e.to_string());
+                }
+            }
+            Event::Join(spec) => {
+                let id = WorkerId(self.next_worker);
+                self.next_worker += 1;
+                self.by_id.insert(id, self.workers.len());
+                self.workers.push(SimWorker {
+                    id,
+                    spec,
+                    alive: true,
+                    free_slots: spec.slots,
+                    chunks: FxHashMap::default(),
+                    memory: 0,
+                    queue: BTreeSet::new(),
+                    runs: FxHashMap::default(),
+                    running: FxHashMap::default(),
+                });
+                let input = Input::WorkerJoined {
+                    worker: id,
+                    slots: spec.slots,
+                    memory_limit: spec.memory,
+                    address: Arc::from(format!("sim://{}", id.0)),
+                    resources: vec![],
+                };
+                if let Err(e) = self.core.handle(self.now, input) {
+                    self.report.core_errors.push(e.to_string());
+                }
+            }
+            Event::Kill(i) => {
+                let Some(w) = self.workers.get_mut(i) else {
+                    return;
+                };
+                if !w.alive {
+                    return;
+                }
+                w.alive = false;
+                self.report.kills += 1;
+                let running: Vec<TaskKey> = w.running.keys().copied().collect();
+                w.running.clear();
+                w.queue.clear();
+                w.runs.clear();
+                w.chunks.clear();
+                w.memory = 0;
+                let id = w.id;
+                for k in running {
+                    self.stop_running(k);
+                }
+                // The daemon notices the death after a while.
+                self.send_to_core(Input::WorkerLeft {
+                    worker: id,
+                    died: true,
+                });
+            }
+            Event::ToWorker(i, out) => self.worker_message(i, out),
+            Event::Finish {
+                worker,
+                key,
+                attempt,
+            } => self.finish(worker, key, attempt),
+        }
+    }
+
+    fn stop_running(&mut self, key: TaskKey) {
+        if let Some(n) = self.running_anywhere.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_anywhere.remove(&key);
+            }
+        }
+    }
+
+    fn route_outputs(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            let target = match &out {
+                Output::RunTask(r) => Some(r.worker),
+                Output::ReleaseChunk { worker, .. }
+                | Output::CancelTask { worker, .. }
+                | Output::StealRequest { worker, .. } => Some(*worker),
+                Output::TaskDone { client, key, .. } => {
+                    *self.report.done.entry((*client, *key)).or_default() += 1;
+                    None
+                }
+                Output::TaskErred { client, key, error } => {
+                    self.report.erred.insert((*client, *key), error.origin());
+                    None
+                }
+                Output::TaskCancelled { .. } | Output::TaskForgotten { .. } => None,
+                Output::WorkerPaused { paused, .. } => {
+                    self.report.pauses += u32::from(*paused);
+                    None
+                }
+            };
+            if let Some(id) = target
+                && let Some(&i) = self.by_id.get(&id)
+            {
+                let d = self.delay();
+                self.push(self.now.plus(d), Event::ToWorker(i, out));
+            }
+        }
+    }
+
+    fn worker_message(&mut self, i: usize, out: Output) {
+        if !self.workers[i].alive {
+            return;
+        }
+        match out {
+            Output::RunTask(run) => {
+                let w = &mut self.workers[i];
+                if w.runs.contains_key(&run.key) || w.running.contains_key(&run.key) {
+                    return;
+                }
+                self.attempts += 1;
+                w.queue.insert((run.priority, self.attempts, run.key));
+                w.runs.insert(run.key, run);
+                self.try_start(i);
+            }
+            Output::ReleaseChunk { key, .. } => {
+                let w = &mut self.workers[i];
+                if let Some(b) = w.chunks.remove(&key) {
+                    w.memory -= b;
+                    let others = self
+                        .workers
+                        .iter()
+                        .any(|o| o.alive && o.chunks.contains_key(&key));
+                    if !others && self.wanted_keys.contains(&key) {
+                        self.report.wanted_released += 1;
+                    }
+                    self.report_memory(i);
+                }
+            }
+            Output::CancelTask { key, .. } => {
+                let w = &mut self.workers[i];
+                if w.runs.remove(&key).is_some() {
+                    w.queue.retain(|(_, _, k)| *k != key);
+                }
+                if w.running.remove(&key).is_some() {
+                    w.free_slots += 1;
+                    self.stop_running(key);
+                }
+                self.try_start(i);
+            }
+            Output::StealRequest { worker, key } => {
+                let w = &mut self.workers[i];
+                let stolen = w.runs.remove(&key).is_some();
+                if stolen {
+                    w.queue.retain(|(_, _, k)| *k != key);
+                }
+                self.send_to_core(Input::StealAnswer {
+                    worker,
+                    key,
+                    stolen,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn try_start(&mut self, i: usize) {
+        while self.workers[i].free_slots > 0 {
+            let Some(first) = self.workers[i].queue.pop_first() else {
+                break;
+            };
+            let key = first.2;
+            let Some(run) = self.workers[i].runs.remove(&key) else {
+                continue;
+            };
+            // Fetch the inputs this worker lacks from any live holder.
+            let mut fetch = 0.0;
+            let mut bytes = 0;
+            let mut missing = false;
+            for input in &run.inputs {
+                if self.workers[i].chunks.contains_key(&input.key) {
+                    continue;
+                }
+                let src = self
+                    .workers
+                    .iter()
+                    .find(|o| o.alive && o.chunks.contains_key(&input.key));
+                match src {
+                    Some(o) => {
+                        let b = o.chunks[&input.key];
+                        bytes += b;
+                        fetch += b as f64 / o.spec.bandwidth.min(self.workers[i].spec.bandwidth);
+                    }
+                    None => missing = true,
+                }
+            }
+            if missing {
+                self.send_to_core(Input::Reschedule {
+                    worker: run.worker,
+                    key,
+                });
+                continue;
+            }
+            let cost = self.costs.get(&key).copied().unwrap_or(Cost {
+                duration: Micros(1),
+                nbytes: 8,
+                fails: false,
+            });
+            self.report.bytes_moved += bytes;
+            self.report.runs_started += 1;
+            let n = self.running_anywhere.entry(key).or_default();
+            *n += 1;
+            if *n > 1 {
+                self.report.concurrent_runs += 1;
+            }
+            if self.cfg.reports && bytes > 0 {
+                let d = Micros((fetch as u64).max(1));
+                self.send_to_core(Input::TransferMeasured { bytes, duration: d });
+            }
+            self.attempts += 1;
+            let attempt = self.attempts;
+            let w = &mut self.workers[i];
+            w.free_slots -= 1;
+            w.running.insert(key, attempt);
+            let end = self.now.plus(Micros(fetch as u64)).plus(cost.duration);
+            self.push(
+                end,
+                Event::Finish {
+                    worker: i,
+                    key,
+                    attempt,
+                },
+            );
+        }
+    }
+
+    fn finish(&mut self, i: usize, key: TaskKey, attempt: u64) {
+        let w = &mut self.workers[i];
+        if !w.alive || w.running.get(&key) != Some(&attempt) {
+            return;
+        }
+        w.running.remove(&key);
+        w.free_slots += 1;
+        self.stop_running(key);
+        let cost = self.costs.get(&key).copied().unwrap_or(Cost {
+            duration: Micros(1),
+            nbytes: 8,
+            fails: false,
+        });
+        let worker = self.workers[i].id;
+        if cost.fails {
+            self.send_to_core(Input::TaskErred {
+                worker,
+                key,
+                message: "simulated failure".into(),
+            });
+        } else {
+            let w = &mut self.workers[i];
+            if w.chunks.insert(key, cost.nbytes).is_none() {
+                w.memory += cost.nbytes;
+            }
+            self.report.peak_worker_memory = self.report.peak_worker_memory.max(w.memory);
+            self.send_to_core(Input::TaskFinished {
+                worker,
+                key,
+                nbytes: cost.nbytes,
+                duration: cost.duration,
+            });
+            self.report_memory(i);
+        }
+        self.try_start(i);
+    }
+
+    fn report_memory(&mut self, i: usize) {
+        if self.cfg.reports {
+            let w = &self.workers[i];
+            let input = Input::WorkerMemory {
+                worker: w.id,
+                used: w.memory,
+            };
+            self.send_to_core(input);
+        }
+    }
+
+    /// Clients' wanted keys that got neither a result nor an error.
+    pub fn undelivered(&self) -> Vec<(ClientId, TaskKey)> {
+        let mut v: Vec<_> = self
+            .wants
+            .iter()
+            .filter(|w| !self.report.done.contains_key(*w) && !self.report.erred.contains_key(*w))
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The memory currently used by each live worker.
+    pub fn worker_memory(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .filter(|w| w.alive)
+            .map(|w| w.memory)
+            .collect()
+    }
+}
