@@ -7,6 +7,7 @@
 mod codec;
 mod hello;
 mod ids;
+mod messages;
 
 pub use codec::{
     CodecError, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, decode_payload, encode,
@@ -17,3 +18,8 @@ pub use hello::{
     PROTOCOL_MAGIC, PROTOCOL_VERSION, Role, check_protocol, protocol_word,
 };
 pub use ids::{IdParseError, ModuleId, TaskKey, TaskKeyBuilder};
+pub use messages::{
+    Arg, Blob, BulkReply, BulkRequest, ClientEvent, ClientRequest, ClusterStatus, FailureKind,
+    Graph, ResultLocation, RunArg, RunTask, TaskCounts, TaskFailure, TaskLimits, TaskSpec,
+    WorkerCommand, WorkerReport, WorkerStatus,
+};
