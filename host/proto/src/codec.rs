@@ -161,6 +161,11 @@ impl FrameDecoder {
         self.max_frame
     }
 
+    /// Changes the maximum payload size for frames not yet returned.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     /// Number of received bytes not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

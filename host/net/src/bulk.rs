@@ -1,0 +1,208 @@
+//! Bulk transfers: one bidirectional stream per chunk, so that large transfers never delay the
+//! control stream.
+//!
+//! Wire format of one bulk stream:
+//! - request (opener to server): the postcard encoding of the request, then the stream is
+//!   finished; at most [`MAX_BULK_REQUEST`] bytes;
+//! - response: one status byte ([`BULK_OK`] or [`BULK_REFUSED`]), a `u64` little-endian length,
+//!   then that many bytes (the chunk, or a UTF-8 reason of at most [`MAX_REFUSAL`] bytes).
+
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use taskhost_proto::decode_payload;
+
+use crate::{Connection, NetError};
+
+/// Status byte: the chunk follows.
+pub const BULK_OK: u8 = 0;
+/// Status byte: a refusal reason follows.
+pub const BULK_REFUSED: u8 = 1;
+/// Largest accepted bulk request.
+pub const MAX_BULK_REQUEST: usize = 64 * 1024;
+/// Largest accepted refusal reason.
+pub const MAX_REFUSAL: usize = 4096;
+
+impl Connection {
+    /// Sends `request` on a new stream and returns the response bytes.
+    ///
+    /// Fails with [`NetError::Refused`] if the peer refused, [`NetError::TooLarge`] if the
+    /// announced length exceeds `max_len` (checked before allocating).
+    pub async fn fetch<Req: Serialize + ?Sized>(
+        &self,
+        request: &Req,
+        max_len: usize,
+    ) -> Result<Bytes, NetError> {
+        let payload = postcard::to_stdvec(request)
+            .map_err(|e| NetError::Codec(taskhost_proto::CodecError::Encode(e)))?;
+        if payload.len() > MAX_BULK_REQUEST {
+            return Err(NetError::Codec(taskhost_proto::CodecError::FrameTooLarge {
+                size: payload.len() as u64,
+                limit: MAX_BULK_REQUEST,
+            }));
+        }
+        let (mut send, mut recv) = self.inner.open_bi().await?;
+        send.write_all(&payload).await?;
+        send.finish()?;
+        let mut header = [0u8; 9];
+        recv.read_exact(&mut header).await?;
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&header[1..]);
+        let len = u64::from_le_bytes(len_bytes);
+        match header[0] {
+            BULK_OK => {
+                if len > max_len as u64 {
+                    let _ = recv.stop(quinn::VarInt::from_u32(0));
+                    return Err(NetError::TooLarge {
+                        size: len,
+                        limit: max_len,
+                    });
+                }
+                read_exactly(&mut recv, len as usize).await
+            }
+            BULK_REFUSED => {
+                if len > MAX_REFUSAL as u64 {
+                    return Err(NetError::Protocol(format!(
+                        "refusal reason of {len} bytes exceeds {MAX_REFUSAL}"
+                    )));
+                }
+                let reason = read_exactly(&mut recv, len as usize).await?;
+                Err(NetError::Refused {
+                    reason: String::from_utf8_lossy(&reason).into_owned(),
+                })
+            }
+            other => Err(NetError::Protocol(format!(
+                "unknown bulk status byte {other}"
+            ))),
+        }
+    }
+
+    /// Waits for the peer to open a bulk stream; `Ok(None)` once the connection is closed
+    /// normally.
+    pub async fn accept_bulk(&self) -> Result<Option<IncomingBulk>, NetError> {
+        match self.inner.accept_bi().await {
+            Ok((send, recv)) => Ok(Some(IncomingBulk { send, recv })),
+            Err(
+                quinn::ConnectionError::ApplicationClosed(_)
+                | quinn::ConnectionError::LocallyClosed,
+            ) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn read_exactly(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, NetError> {
+    let mut out = BytesMut::with_capacity(len);
+    while out.len() < len {
+        match recv.read_chunk(len - out.len(), true).await? {
+            Some(chunk) => out.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(NetError::Protocol(format!(
+                    "bulk stream ended after {} of {len} bytes",
+                    out.len()
+                )));
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// A bulk stream opened by the peer, whose request has not been read yet.
+#[derive(Debug)]
+pub struct IncomingBulk {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl IncomingBulk {
+    /// Reads and decodes the request.
+    pub async fn request<Req: DeserializeOwned>(mut self) -> Result<(Req, Responder), NetError> {
+        let bytes = match self.recv.read_to_end(MAX_BULK_REQUEST).await {
+            Ok(b) => b,
+            Err(quinn::ReadToEndError::TooLong) => {
+                return Err(NetError::Protocol(format!(
+                    "bulk request longer than {MAX_BULK_REQUEST} bytes"
+                )));
+            }
+            Err(quinn::ReadToEndError::Read(e)) => return Err(e.into()),
+        };
+        let request = decode_payload::<Req>(&bytes)?;
+        Ok((request, Responder { send: self.send }))
+    }
+}
+
+/// Answers one bulk request.
+#[derive(Debug)]
+pub struct Responder {
+    send: quinn::SendStream,
+}
+
+impl Responder {
+    /// Sends the chunk (without copying it) and finishes the stream.
+    pub async fn send(mut self, data: Bytes) -> Result<(), NetError> {
+        let mut header = [0u8; 9];
+        header[0] = BULK_OK;
+        header[1..].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        self.send.write_all(&header).await?;
+        self.send.write_chunk(data).await?;
+        self.send.finish()?;
+        Ok(())
+    }
+
+    /// Refuses the request with a reason (truncated to [`MAX_REFUSAL`] bytes).
+    pub async fn refuse(mut self, reason: &str) -> Result<(), NetError> {
+        let mut cut = reason.len().min(MAX_REFUSAL);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let reason = &reason.as_bytes()[..cut];
+        let mut msg = Vec::with_capacity(9 + reason.len());
+        msg.push(BULK_REFUSED);
+        msg.extend_from_slice(&(reason.len() as u64).to_le_bytes());
+        msg.extend_from_slice(reason);
+        self.send.write_all(&msg).await?;
+        self.send.finish()?;
+        Ok(())
+    }
+}
+
+/// Serves bulk requests of `conn` until it closes: each request runs `handler` in its own task;
+/// `Ok(bytes)` is sent, `Err(reason)` refuses. A malformed request is logged and its stream dropped.
+pub fn serve_bulk<Req, F, Fut>(conn: Connection, handler: F) -> tokio::task::JoinHandle<()>
+where
+    Req: DeserializeOwned + Send + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+{
+    let handler = std::sync::Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let incoming = match conn.accept_bulk().await {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(remote = %conn.remote_address(), error = %e, "bulk serving ended");
+                    return;
+                }
+            };
+            let handler = handler.clone();
+            let remote = conn.remote_address();
+            tokio::spawn(async move {
+                match incoming.request::<Req>().await {
+                    Ok((request, responder)) => {
+                        let result = match handler(request).await {
+                            Ok(data) => responder.send(data).await,
+                            Err(reason) => responder.refuse(&reason).await,
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(%remote, error = %e, "bulk response failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%remote, error = %e, "malformed bulk request"),
+                }
+            });
+        }
+    })
+}

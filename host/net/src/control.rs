@@ -1,0 +1,393 @@
+//! The framed control stream: typed, batched sender and incremental receiver.
+
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use quinn::VarInt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use taskhost_proto::{DEFAULT_MAX_FRAME, FrameDecoder, encode_into_limited};
+use tokio::sync::Notify;
+
+use crate::NetError;
+use crate::endpoint::CLOSE_PROTOCOL_ERROR;
+
+/// Limits of a control stream.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// Largest frame payload sent or accepted; a peer announcing more is disconnected.
+    pub max_frame: usize,
+    /// Bytes queued but not yet handed to QUIC above which [`Sender::send`] waits.
+    pub high_water: usize,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            high_water: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The long-lived bidirectional stream of a connection, not yet typed.
+#[derive(Debug)]
+pub struct ControlStream {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) decoder: FrameDecoder,
+}
+
+impl ControlStream {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        decoder: FrameDecoder,
+    ) -> Self {
+        Self {
+            conn,
+            send,
+            recv,
+            decoder,
+        }
+    }
+
+    /// Splits into a sender of `Out` and a receiver of `In` with default limits.
+    ///
+    /// Spawns the writer task: call from within a tokio runtime.
+    pub fn split<Out, In>(self) -> (Sender<Out>, Receiver<In>)
+    where
+        Out: Serialize + Send + 'static,
+        In: DeserializeOwned + Send,
+    {
+        self.split_with(ControlOptions::default())
+    }
+
+    /// Splits into a sender of `Out` and a receiver of `In`.
+    pub fn split_with<Out, In>(self, options: ControlOptions) -> (Sender<Out>, Receiver<In>)
+    where
+        Out: Serialize + Send + 'static,
+        In: DeserializeOwned + Send,
+    {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(64 * 1024),
+                queued: 0,
+                written: 0,
+                error: None,
+                closed: false,
+                messages: 0,
+                writes: 0,
+            }),
+            wake_writer: Notify::new(),
+            progress: Notify::new(),
+            options: options.clone(),
+        });
+        tokio::spawn(writer(shared.clone(), self.send));
+        let sender = Sender {
+            handle: Arc::new(Handle { shared }),
+            _msg: PhantomData,
+        };
+        // Bytes that arrived right after the hello reply are already buffered in the decoder.
+        let mut decoder = self.decoder;
+        decoder.set_max_frame(options.max_frame);
+        let receiver = Receiver {
+            conn: self.conn,
+            recv: self.recv,
+            decoder,
+            _msg: PhantomData,
+        };
+        (sender, receiver)
+    }
+}
+
+struct State {
+    buf: Vec<u8>,
+    /// Total bytes ever appended to `buf`.
+    queued: u64,
+    /// Total bytes handed to QUIC.
+    written: u64,
+    error: Option<String>,
+    closed: bool,
+    messages: u64,
+    writes: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake_writer: Notify,
+    progress: Notify,
+    options: ControlOptions,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` inconsistent in a way that matters.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, reason: String) {
+        let mut st = self.lock();
+        if st.error.is_none() {
+            st.error = Some(reason);
+        }
+        st.buf = Vec::new();
+        drop(st);
+        self.progress.notify_waiters();
+    }
+}
+
+/// Dropping the last sender clone flushes what is queued and finishes the stream.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake_writer.notify_one();
+    }
+}
+
+async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream) {
+    let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let (n, closed) = {
+            let mut st = shared.lock();
+            if st.error.is_some() {
+                return;
+            }
+            if !st.buf.is_empty() {
+                std::mem::swap(&mut st.buf, &mut spare);
+            }
+            (spare.len(), st.closed)
+        };
+        if n == 0 {
+            if closed {
+                let _ = send.finish();
+                return;
+            }
+            shared.wake_writer.notified().await;
+            continue;
+        }
+        // One write for everything queued since the last one.
+        if let Err(e) = send.write_all(&spare).await {
+            shared.fail(format!("write failed: {e}"));
+            return;
+        }
+        if spare.capacity() > 4 * 1024 * 1024 {
+            spare = Vec::with_capacity(64 * 1024);
+        } else {
+            spare.clear();
+        }
+        {
+            let mut st = shared.lock();
+            st.written += n as u64;
+            st.writes += 1;
+        }
+        shared.progress.notify_waiters();
+    }
+}
+
+/// Sends typed messages on the control stream. Cheap to clone; messages from all clones are
+/// delivered in the order their `send` calls completed.
+///
+/// Messages are encoded straight into a shared buffer; a writer task hands everything queued to
+/// QUIC in one write, so many small messages cost one stream write, not one each.
+pub struct Sender<T> {
+    handle: Arc<Handle>,
+    _msg: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            handle: self.handle.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    fn closed_err(reason: &str) -> NetError {
+        NetError::ControlClosed {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Queues `msg`, waiting first while more than `high_water` bytes are queued.
+    ///
+    /// Fails if the message is larger than `max_frame` (nothing is sent) or the stream failed.
+    pub async fn send(&self, msg: &T) -> Result<(), NetError> {
+        self.send_many(std::slice::from_ref(msg)).await
+    }
+
+    /// Queues several messages at once (one lock, one wake-up of the writer).
+    pub async fn send_many(&self, msgs: &[T]) -> Result<(), NetError> {
+        let shared = &self.handle.shared;
+        loop {
+            let mut progress = pin!(shared.progress.notified());
+            progress.as_mut().enable();
+            {
+                let mut st = shared.lock();
+                if let Some(e) = &st.error {
+                    return Err(Self::closed_err(e));
+                }
+                if st.buf.len() < shared.options.high_water {
+                    return self.encode_locked(&mut st, msgs);
+                }
+            }
+            progress.await;
+        }
+    }
+
+    /// Queues `msg` without waiting, even above the high-water mark.
+    pub fn send_now(&self, msg: &T) -> Result<(), NetError> {
+        let mut st = self.handle.shared.lock();
+        if let Some(e) = &st.error {
+            return Err(Self::closed_err(e));
+        }
+        self.encode_locked(&mut st, std::slice::from_ref(msg))
+    }
+
+    fn encode_locked(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {
+        let shared = &self.handle.shared;
+        let before = st.buf.len();
+        for msg in msgs {
+            if let Err(e) = encode_into_limited(msg, &mut st.buf, shared.options.max_frame) {
+                st.buf.truncate(before);
+                return Err(e.into());
+            }
+        }
+        st.queued += (st.buf.len() - before) as u64;
+        st.messages += msgs.len() as u64;
+        shared.wake_writer.notify_one();
+        Ok(())
+    }
+
+    /// Counters of this stream (shared by all clones).
+    pub fn stats(&self) -> SenderStats {
+        let st = self.handle.shared.lock();
+        SenderStats {
+            messages: st.messages,
+            bytes: st.queued,
+            writes: st.writes,
+        }
+    }
+
+    /// Waits until everything queued so far has been handed to QUIC.
+    pub async fn flush(&self) -> Result<(), NetError> {
+        let shared = &self.handle.shared;
+        let target = shared.lock().queued;
+        loop {
+            let mut progress = pin!(shared.progress.notified());
+            progress.as_mut().enable();
+            {
+                let st = shared.lock();
+                if let Some(e) = &st.error {
+                    return Err(Self::closed_err(e));
+                }
+                if st.written >= target {
+                    return Ok(());
+                }
+            }
+            progress.await;
+        }
+    }
+}
+
+/// Counters of a [`Sender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Messages queued.
+    pub messages: u64,
+    /// Bytes queued (frames including their length prefixes).
+    pub bytes: u64,
+    /// Stream writes issued by the writer task (each carries every message queued before it).
+    pub writes: u64,
+}
+
+/// Receives typed messages from the control stream.
+///
+/// [`recv`](Self::recv) is cancel-safe (usable in `tokio::select!`). A malformed or oversized
+/// frame closes the connection with [`CLOSE_PROTOCOL_ERROR`] and a reason naming the problem.
+pub struct Receiver<T> {
+    conn: quinn::Connection,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    _msg: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("buffered", &self.decoder.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// The next message; `Ok(None)` when the peer finished the stream cleanly.
+    pub async fn recv(&mut self) -> Result<Option<T>, NetError> {
+        loop {
+            if let Some(msg) = self.try_recv_buffered()? {
+                return Ok(Some(msg));
+            }
+            match self.recv.read_chunk(256 * 1024, true).await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                Ok(None) => {
+                    if let Err(e) = self.decoder.finish() {
+                        return Err(self.protocol_error(e.into()));
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for at least one message, then appends it and every other message already received
+    /// (up to `max` in all) to `out`. Returns how many were appended; 0 means the stream ended.
+    pub async fn recv_many(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, NetError> {
+        let Some(first) = self.recv().await? else {
+            return Ok(0);
+        };
+        out.push(first);
+        let mut n = 1;
+        while n < max {
+            match self.try_recv_buffered()? {
+                Some(msg) => {
+                    out.push(msg);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// A message already received and buffered, without waiting for the network.
+    pub fn try_recv_buffered(&mut self) -> Result<Option<T>, NetError> {
+        match self.decoder.decode::<T>() {
+            Ok(msg) => Ok(msg),
+            Err(e) => Err(self.protocol_error(e.into())),
+        }
+    }
+
+    fn protocol_error(&self, e: NetError) -> NetError {
+        let reason = format!("malformed control stream: {e}");
+        tracing::warn!(remote = %self.conn.remote_address(), "{reason}; closing the connection");
+        self.conn
+            .close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), reason.as_bytes());
+        e
+    }
+}

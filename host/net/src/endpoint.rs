@@ -1,0 +1,604 @@
+//! QUIC endpoints, the hello handshake and established connections.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{MtuDiscoveryConfig, VarInt};
+use taskhost_proto::{
+    FrameDecoder, Hello, HelloOutcome, HelloReply, MAX_HELLO_FRAME, Role, encode,
+};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use crate::control::ControlStream;
+use crate::tls::{self, Side};
+use crate::{ClusterToken, Credentials, JoinTicket, NetError, ServerIdentity};
+
+/// Application close code: normal shutdown.
+pub const CLOSE_NORMAL: u32 = 0;
+/// Application close code: the hello was rejected.
+pub const CLOSE_REJECTED: u32 = 1;
+/// Application close code: the peer violated the protocol (garbage, oversized frame...).
+pub const CLOSE_PROTOCOL_ERROR: u32 = 2;
+
+/// Socket and QUIC transport settings, tuned for large chunks on fast links by default.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// `SO_RCVBUF` / `SO_SNDBUF` of the UDP socket (the kernel caps it at `rmem_max`/`wmem_max`).
+    pub socket_buffer: usize,
+    /// Largest UDP payload this endpoint accepts (`max_udp_payload_size`) and upper bound of path
+    /// MTU discovery. Keep it at or below ~6500 with GSO: larger segments were dropped here.
+    pub max_udp_payload: u16,
+    /// Per-stream receive window.
+    pub stream_window: u32,
+    /// Per-connection receive window.
+    pub connection_window: u32,
+    /// Per-connection send window.
+    pub send_window: u64,
+    /// Maximum concurrently open bidirectional streams the peer may open.
+    pub max_bidi_streams: u32,
+    /// Keep-alive interval (keeps idle connections open and detects dead peers).
+    pub keep_alive: Option<Duration>,
+    /// Idle timeout after which a silent peer's connection is closed.
+    pub idle_timeout: Duration,
+    /// Bound on the TLS handshake plus hello round trip.
+    pub handshake_timeout: Duration,
+    /// UDP generic segmentation offload.
+    pub gso: bool,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            socket_buffer: 4 * 1024 * 1024,
+            max_udp_payload: 6000,
+            stream_window: 8 * 1024 * 1024,
+            connection_window: 32 * 1024 * 1024,
+            send_window: 32 * 1024 * 1024,
+            max_bidi_streams: 1024,
+            keep_alive: Some(Duration::from_secs(5)),
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            gso: true,
+        }
+    }
+}
+
+impl TransportSettings {
+    fn transport_config(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        let mut mtu = MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload);
+        t.mtu_discovery_config(Some(mtu));
+        t.stream_receive_window(VarInt::from_u32(self.stream_window));
+        t.receive_window(VarInt::from_u32(self.connection_window));
+        t.send_window(self.send_window);
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_bidi_streams));
+        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_bidi_streams));
+        t.keep_alive_interval(self.keep_alive);
+        t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
+        t.enable_segmentation_offload(self.gso);
+        t
+    }
+
+    fn socket(&self, addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // Dual-stack when bound to [::]; ignore platforms that refuse.
+            let _ = socket.set_only_v6(false);
+        }
+        if let Err(e) = socket.set_recv_buffer_size(self.socket_buffer) {
+            tracing::warn!(error = %e, "cannot set the UDP receive buffer size");
+        }
+        if let Err(e) = socket.set_send_buffer_size(self.socket_buffer) {
+            tracing::warn!(error = %e, "cannot set the UDP send buffer size");
+        }
+        socket.bind(&addr.into())?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    }
+
+    fn endpoint(
+        &self,
+        addr: SocketAddr,
+        server: Option<quinn::ServerConfig>,
+    ) -> Result<quinn::Endpoint, NetError> {
+        let mut config = quinn::EndpointConfig::default();
+        config
+            .max_udp_payload_size(self.max_udp_payload)
+            .map_err(|e| NetError::Tls(format!("max_udp_payload: {e}")))?;
+        let socket = self.socket(addr)?;
+        Ok(quinn::Endpoint::new(
+            config,
+            server,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?)
+    }
+}
+
+/// An authenticated connection to a peer (cheap to clone).
+///
+/// The control stream was split off at establishment (see [`Established`]); this handle opens
+/// and accepts bulk streams, reports the peer, and closes the connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub(crate) inner: quinn::Connection,
+    pub(crate) peer_role: Role,
+}
+
+impl Connection {
+    /// What the peer proved to be in its hello.
+    pub fn peer_role(&self) -> Role {
+        self.peer_role
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    /// Current round-trip time estimate.
+    pub fn rtt(&self) -> Duration {
+        self.inner.rtt()
+    }
+
+    /// Closes the connection with [`CLOSE_NORMAL`] and a reason the peer will see.
+    pub fn close(&self, reason: &str) {
+        self.inner
+            .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
+    }
+
+    /// Waits until the connection is closed (by either side, or by idle timeout) and says why.
+    pub async fn closed(&self) -> NetError {
+        NetError::Connection(self.inner.closed().await)
+    }
+
+    /// Why the connection was closed, if it is.
+    pub fn close_reason(&self) -> Option<NetError> {
+        self.inner.close_reason().map(NetError::Connection)
+    }
+
+    /// The underlying quinn connection, for statistics and advanced use.
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.inner
+    }
+}
+
+/// A connection whose hello round trip succeeded, with its control stream.
+#[derive(Debug)]
+pub struct Established {
+    /// The connection handle (bulk streams, close).
+    pub connection: Connection,
+    /// The long-lived control stream; split it into a typed sender and receiver.
+    pub control: ControlStream,
+}
+
+/// A QUIC endpoint for outgoing connections (one UDP socket, any number of connections).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+    settings: TransportSettings,
+}
+
+impl Endpoint {
+    /// A client endpoint on an ephemeral port of `0.0.0.0`.
+    pub fn client(settings: TransportSettings) -> Result<Self, NetError> {
+        Self::client_bound(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), settings)
+    }
+
+    /// A client endpoint bound to `addr`.
+    pub fn client_bound(addr: SocketAddr, settings: TransportSettings) -> Result<Self, NetError> {
+        let inner = settings.endpoint(addr, None)?;
+        Ok(Self { inner, settings })
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(self.inner.local_addr()?)
+    }
+
+    /// Connects to `addr`, authenticates the server according to `credentials`, and performs the
+    /// hello as `role`. Returns only once the peer has accepted the hello.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        credentials: &Credentials,
+        role: Role,
+    ) -> Result<Established, NetError> {
+        let after = self.settings.handshake_timeout;
+        match timeout(after, self.connect_inner(addr, credentials, role)).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::Timeout {
+                what: "the TLS handshake and hello",
+                after,
+            }),
+        }
+    }
+
+    /// Connects to the scheduler named by `ticket`, trying its addresses in order.
+    pub async fn connect_ticket(
+        &self,
+        ticket: &JoinTicket,
+        role: Role,
+    ) -> Result<Established, NetError> {
+        let credentials = ticket.credentials();
+        let mut failures = Vec::new();
+        for name in &ticket.addrs {
+            let addrs = match tokio::net::lookup_host(name.as_str()).await {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(e) => {
+                    failures.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match self.connect(addr, &credentials, role).await {
+                    Ok(established) => return Ok(established),
+                    // An answer from the real scheduler is final.
+                    Err(e @ (NetError::Rejected { .. } | NetError::Hello(_))) => return Err(e),
+                    Err(e) => failures.push(format!("{addr}: {e}")),
+                }
+            }
+        }
+        Err(NetError::Unreachable(failures.join("; ")))
+    }
+
+    /// TLS handshake only, no hello: lets tests play a misbehaving peer.
+    #[cfg(test)]
+    pub(crate) async fn raw_connect(
+        &self,
+        addr: SocketAddr,
+        credentials: &Credentials,
+    ) -> Result<quinn::Connection, NetError> {
+        let tls = tls::client_config(&credentials.trust)?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(self.settings.transport_config()));
+        Ok(self
+            .inner
+            .connect_with(config, addr, credentials.server_name())?
+            .await?)
+    }
+
+    async fn connect_inner(
+        &self,
+        addr: SocketAddr,
+        credentials: &Credentials,
+        role: Role,
+    ) -> Result<Established, NetError> {
+        let tls = tls::client_config(&credentials.trust)?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(self.settings.transport_config()));
+        let conn = self
+            .inner
+            .connect_with(config, addr, credentials.server_name())?
+            .await?;
+        match client_hello(&conn, credentials, role).await {
+            Ok(established) => Ok(established),
+            Err(e) => {
+                let reason = e.to_string();
+                conn.close(
+                    VarInt::from_u32(match e {
+                        NetError::Rejected { .. } => CLOSE_REJECTED,
+                        _ => CLOSE_PROTOCOL_ERROR,
+                    }),
+                    reason.as_bytes(),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes every connection of this endpoint and waits for the peers to be told.
+    pub async fn shutdown(&self) {
+        self.inner
+            .close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint shut down");
+        self.inner.wait_idle().await;
+    }
+}
+
+/// Reads one frame of at most [`MAX_HELLO_FRAME`] bytes, keeping any bytes after it.
+async fn read_hello_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Vec<u8>, NetError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame.to_vec());
+        }
+        match recv.read_chunk(MAX_HELLO_FRAME, true).await? {
+            Some(chunk) => decoder.push(&chunk.bytes),
+            None => {
+                return Err(NetError::Protocol(
+                    "the stream ended before a complete hello frame".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Turns a connection failure while waiting for the hello reply into a rejection if the peer
+/// closed with [`CLOSE_REJECTED`].
+fn rejection_of(e: NetError) -> NetError {
+    let close = match &e {
+        NetError::Read(quinn::ReadError::ConnectionLost(c)) => Some(c),
+        NetError::Connection(c) => Some(c),
+        _ => None,
+    };
+    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = close
+        && close.error_code == VarInt::from_u32(CLOSE_REJECTED)
+    {
+        return NetError::Rejected {
+            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+        };
+    }
+    e
+}
+
+async fn client_hello(
+    conn: &quinn::Connection,
+    credentials: &Credentials,
+    role: Role,
+) -> Result<Established, NetError> {
+    let binding = tls::session_binding(conn)?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Hello::new(
+        role,
+        tls::proof(&credentials.token, &binding, Side::Connector, role),
+    );
+    send.write_all(&encode(&hello)?)
+        .await
+        .map_err(|e| rejection_of(e.into()))?;
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
+    let payload = read_hello_frame(&mut recv, &mut decoder)
+        .await
+        .map_err(rejection_of)?;
+    let reply = HelloReply::decode(&payload)?;
+    match reply.outcome {
+        HelloOutcome::Rejected { reason } => Err(NetError::Rejected { reason }),
+        HelloOutcome::Accepted {
+            role: peer_role,
+            auth,
+        } => {
+            if !tls::check_proof(
+                &credentials.token,
+                &binding,
+                Side::Acceptor,
+                peer_role,
+                &auth,
+            ) {
+                return Err(NetError::BadProof);
+            }
+            let connection = Connection {
+                inner: conn.clone(),
+                peer_role,
+            };
+            Ok(Established {
+                control: ControlStream::new(conn.clone(), send, recv, decoder),
+                connection,
+            })
+        }
+    }
+}
+
+/// Configuration of a [`Listener`].
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Certificate chain and key to present.
+    pub identity: ServerIdentity,
+    /// The cluster token peers must prove.
+    pub token: ClusterToken,
+    /// Our own role, announced in the hello reply (`Scheduler`, or `Peer` for a worker).
+    pub role: Role,
+    /// Roles admitted; a hello with another role is rejected.
+    pub accept: Vec<Role>,
+    /// Socket and transport settings.
+    pub transport: TransportSettings,
+}
+
+impl ListenerConfig {
+    /// The scheduler's listener: its cluster identity, admitting clients and workers.
+    pub fn scheduler(identity: &crate::ClusterIdentity) -> Self {
+        Self {
+            identity: identity.server_identity(),
+            token: identity.token().clone(),
+            role: Role::Scheduler,
+            accept: vec![Role::Client, Role::Worker],
+            transport: TransportSettings::default(),
+        }
+    }
+
+    /// A worker's peer listener: a fresh self-signed certificate, admitting peers (and clients,
+    /// which may fetch results directly).
+    pub fn peer(token: ClusterToken) -> Result<Self, NetError> {
+        Ok(Self {
+            identity: ServerIdentity::self_signed_peer()?,
+            token,
+            role: Role::Peer,
+            accept: vec![Role::Peer, Role::Client],
+            transport: TransportSettings::default(),
+        })
+    }
+}
+
+/// A listening endpoint: accepts connections, runs TLS and the hello, and yields only the
+/// connections whose hello succeeded. Rejections are logged (`warn`) and never yielded.
+///
+/// The same socket can also make outgoing connections through [`Listener::endpoint`].
+#[derive(Debug)]
+pub struct Listener {
+    endpoint: Endpoint,
+    incoming: mpsc::Receiver<Established>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 for an ephemeral port) and starts accepting.
+    pub async fn bind(addr: SocketAddr, config: ListenerConfig) -> Result<Self, NetError> {
+        let tls = tls::server_config(&config.identity)?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(Arc::new(config.transport.transport_config()));
+        let inner = config.transport.endpoint(addr, Some(server))?;
+        let endpoint = Endpoint {
+            inner: inner.clone(),
+            settings: config.transport.clone(),
+        };
+        let (tx, incoming) = mpsc::channel(256);
+        let config = Arc::new(config);
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = inner.accept().await {
+                let config = config.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match accept_one(incoming, &config).await {
+                        Ok(established) => {
+                            tracing::debug!(%remote, role = %established.connection.peer_role(), "peer joined");
+                            let _ = tx.send(established).await;
+                        }
+                        Err(e) => tracing::warn!(%remote, error = %e, "refused a connection"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            endpoint,
+            incoming,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint.local_addr()
+    }
+
+    /// The next authenticated connection; `None` once the endpoint is closed.
+    pub async fn accept(&mut self) -> Option<Established> {
+        self.incoming.recv().await
+    }
+
+    /// The endpoint, to make outgoing connections from the same socket.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+async fn accept_one(
+    incoming: quinn::Incoming,
+    config: &ListenerConfig,
+) -> Result<Established, NetError> {
+    let after = config.transport.handshake_timeout;
+    let conn = match timeout(after, incoming).await {
+        Ok(conn) => conn?,
+        Err(_) => {
+            return Err(NetError::Timeout {
+                what: "the TLS handshake",
+                after,
+            });
+        }
+    };
+    match timeout(after, server_hello(&conn, config)).await {
+        Ok(Ok(established)) => Ok(established),
+        Ok(Err((e, send))) => {
+            reject(&conn, send, &e).await;
+            Err(e)
+        }
+        Err(_) => {
+            let e = NetError::Timeout {
+                what: "the hello",
+                after,
+            };
+            conn.close(VarInt::from_u32(CLOSE_REJECTED), e.to_string().as_bytes());
+            Err(e)
+        }
+    }
+}
+
+/// Tells the peer why it was rejected (as a reply if the stream is open, and as the close
+/// reason), giving the reply a moment to arrive before closing.
+async fn reject(conn: &quinn::Connection, send: Option<quinn::SendStream>, e: &NetError) {
+    let reason = match e {
+        NetError::Denied { reason } => reason.clone(),
+        other => other.to_string(),
+    };
+    if let Some(mut send) = send
+        && let Ok(frame) = encode(&HelloReply::rejected(reason.clone()))
+        && send.write_all(&frame).await.is_ok()
+        && send.finish().is_ok()
+    {
+        // The peer closes when it has read the reply; don't wait long for it.
+        let _ = timeout(Duration::from_millis(500), conn.closed()).await;
+    }
+    conn.close(VarInt::from_u32(CLOSE_REJECTED), reason.as_bytes());
+}
+
+type HelloFailure = (NetError, Option<quinn::SendStream>);
+
+async fn server_hello(
+    conn: &quinn::Connection,
+    config: &ListenerConfig,
+) -> Result<Established, HelloFailure> {
+    let binding = tls::session_binding(conn).map_err(|e| (e, None))?;
+    let (send, mut recv) = conn.accept_bi().await.map_err(|e| (e.into(), None))?;
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
+    let payload = match read_hello_frame(&mut recv, &mut decoder).await {
+        Ok(p) => p,
+        Err(e) => return Err((e, Some(send))),
+    };
+    let hello = match Hello::decode(&payload) {
+        Ok(h) => h,
+        Err(e) => return Err((e.into(), Some(send))),
+    };
+    if !config.accept.contains(&hello.role) {
+        let e = NetError::Denied {
+            reason: format!("a {} may not connect to this {}", hello.role, config.role),
+        };
+        return Err((e, Some(send)));
+    }
+    if !tls::check_proof(
+        &config.token,
+        &binding,
+        Side::Connector,
+        hello.role,
+        &hello.auth,
+    ) {
+        return Err((
+            NetError::Denied {
+                reason: "invalid cluster token".into(),
+            },
+            Some(send),
+        ));
+    }
+    let reply = HelloReply::accepted(
+        config.role,
+        tls::proof(&config.token, &binding, Side::Acceptor, config.role),
+    );
+    let mut send = send;
+    let frame = match encode(&reply) {
+        Ok(f) => f,
+        Err(e) => return Err((e.into(), None)),
+    };
+    if let Err(e) = send.write_all(&frame).await {
+        return Err((e.into(), None));
+    }
+    Ok(Established {
+        connection: Connection {
+            inner: conn.clone(),
+            peer_role: hello.role,
+        },
+        control: ControlStream::new(conn.clone(), send, recv, decoder),
+    })
+}
