@@ -42,17 +42,19 @@ impl Core {
             .copied()
             .collect();
         for thief in thieves {
-            let mut room = {
-                let wk = &self.workers[thief as usize];
-                (wk.slots as usize)
-                    .saturating_sub(wk.processing.len() + wk.incoming_steals as usize)
-            };
             let Some(victim) = self.pick_victim(thief) else {
                 continue;
             };
             let n = self.workers[victim as usize].processing.len();
             let slots = self.workers[victim as usize].slots as usize;
             let paused = self.workers[victim as usize].paused;
+            // Take about half the difference in load per slot, so both end up equally busy.
+            let mut room = {
+                let wk = &self.workers[thief as usize];
+                let load = wk.processing.len() + wk.incoming_steals as usize;
+                let target = n * wk.slots as usize / slots.max(1);
+                (target.saturating_sub(load) / 2).clamp(1, MAX_EXAMINED)
+            };
             // Tasks beyond the victim's slots are (most likely) not started; a paused victim
             // starts nothing new, so all of its tasks are candidates.
             let mut excess = if paused { n } else { n.saturating_sub(slots) };

@@ -410,9 +410,18 @@ impl Sim {
         while let Some(out) = self.core.poll_output() {
             let target = match &out {
                 Output::RunTask(r) => Some(r.worker),
-                Output::ReleaseChunk { worker, .. }
-                | Output::CancelTask { worker, .. }
-                | Output::StealRequest { worker, .. } => Some(*worker),
+                Output::ReleaseChunk { worker, key } => {
+                    // Releasing the last copy of a key a client still wants is a bug.
+                    if self.wanted_keys.contains(key)
+                        && self.core.phase(key) != Some(crate::Phase::Memory)
+                    {
+                        self.report.wanted_released += 1;
+                    }
+                    Some(*worker)
+                }
+                Output::CancelTask { worker, .. } | Output::StealRequest { worker, .. } => {
+                    Some(*worker)
+                }
                 Output::TaskDone { client, key, .. } => {
                     *self.report.done.entry((*client, *key)).or_default() += 1;
                     None
@@ -455,13 +464,6 @@ impl Sim {
                 let w = &mut self.workers[i];
                 if let Some(b) = w.chunks.remove(&key) {
                     w.memory -= b;
-                    let others = self
-                        .workers
-                        .iter()
-                        .any(|o| o.alive && o.chunks.contains_key(&key));
-                    if !others && self.wanted_keys.contains(&key) {
-                        self.report.wanted_released += 1;
-                    }
                     self.report_memory(i);
                 }
             }
