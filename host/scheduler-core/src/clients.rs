@@ -20,6 +20,11 @@ impl Core {
         self.submissions = self.submissions.wrapping_add(1);
         let generation = self.submissions;
         let mut created: Vec<Tid> = Vec::new();
+        let fresh = specs.len().saturating_sub(self.free.len());
+        self.tasks.reserve(fresh);
+        let tasks = &self.tasks;
+        self.index
+            .reserve(specs.len(), |&x| Self::hash_key(&tasks[x as usize].key));
         let mut sources: Vec<usize> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             if self.lookup(&spec.key).is_some() {
@@ -70,6 +75,10 @@ impl Core {
             for i in 0..self.tasks[t as usize].args.len() {
                 if let Arg::Dep(d) = self.tasks[t as usize].args[i] {
                     let dep = &mut self.tasks[d as usize];
+                    if dep.dependents.is_empty() {
+                        // Most tasks have one dependent: no spare capacity.
+                        dep.dependents.reserve_exact(1);
+                    }
                     dep.dependents.push(r);
                     dep.live_dependents += 1;
                     // Keep stale entries from piling up on long-lived tasks.
@@ -139,6 +148,19 @@ impl Core {
     }
 
     fn intern(&mut self, spec: &TaskSpec) -> u32 {
+        // Consecutive tasks usually call the same function through the same `Arc`.
+        if let Some((m, name, f)) = &self.last_fn
+            && *m == spec.module
+            && Arc::ptr_eq(name, &spec.function)
+        {
+            return *f;
+        }
+        let f = self.intern_slow(spec);
+        self.last_fn = Some((spec.module, spec.function.clone(), f));
+        f
+    }
+
+    fn intern_slow(&mut self, spec: &TaskSpec) -> u32 {
         let names = self.fn_index.entry(spec.module).or_default();
         if let Some(&f) = names.get(&*spec.function) {
             return f;

@@ -110,54 +110,63 @@ impl WorkerSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Holders {
     first: Wid,
-    rest: Vec<Wid>,
+    /// Boxed so that the common single-holder case stays at 16 bytes.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<Wid>>>,
 }
 
 impl Holders {
     pub(crate) fn one(w: Wid) -> Self {
         Holders {
             first: w,
-            rest: Vec::new(),
+            rest: None,
         }
     }
 
     pub(crate) fn contains(&self, w: Wid) -> bool {
-        self.first == w || self.rest.contains(&w)
+        self.first == w || self.rest.as_ref().is_some_and(|r| r.contains(&w))
     }
 
     pub(crate) fn add(&mut self, w: Wid) -> bool {
         if self.contains(w) {
             return false;
         }
-        self.rest.push(w);
+        self.rest.get_or_insert_default().push(w);
         true
     }
 
     /// Removes `w`; returns false when `w` was the last holder (then nothing is removed).
     pub(crate) fn remove(&mut self, w: Wid) -> bool {
-        if self.first == w {
-            match self.rest.pop() {
+        let rest = self.rest.as_mut();
+        let removed = if self.first == w {
+            match rest.and_then(|r| r.pop()) {
                 Some(next) => {
                     self.first = next;
                     true
                 }
-                None => false,
+                None => return false,
             }
         } else {
-            if let Some(p) = self.rest.iter().position(|&x| x == w) {
-                self.rest.swap_remove(p);
+            if let Some(r) = rest
+                && let Some(p) = r.iter().position(|&x| x == w)
+            {
+                r.swap_remove(p);
             }
             true
+        };
+        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rest = None;
         }
+        removed
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = Wid> + '_ {
-        std::iter::once(self.first).chain(self.rest.iter().copied())
+        std::iter::once(self.first).chain(self.rest.iter().flat_map(|r| r.iter().copied()))
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        1 + self.rest.len()
+        1 + self.rest.as_ref().map_or(0, |r| r.len())
     }
 }
 

@@ -1,7 +1,6 @@
 //! The [`Core`] struct: state, the input dispatcher and the output/timer interface.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -11,7 +10,6 @@ use crate::collections::{FxBuild, FxHashMap, FxHashSet, WorkerSet};
 use crate::config::Config;
 use crate::ids::{ClientId, Micros, Tid, Wid, WorkerId};
 use crate::io::{CoreError, Input, Output, TaskFailure};
-use crate::spec::Priority;
 use crate::state::{Client, FnInfo, Kind, Task, TaskState, Worker};
 
 /// Counters of what the core decided, for tests, benchmarks and metrics.
@@ -81,7 +79,7 @@ pub struct Core {
     pub(crate) saturated: WorkerSet,
     pub(crate) clients: FxHashMap<ClientId, Client>,
     pub(crate) wanters: FxHashMap<Tid, Vec<ClientId>>,
-    pub(crate) queue: BinaryHeap<Reverse<(Priority, Tid, u32)>>,
+    pub(crate) queue: crate::queue::RootQueue,
     pub(crate) queued: usize,
     pub(crate) no_worker: FxHashSet<Tid>,
     pub(crate) steals: Vec<Tid>,
@@ -95,6 +93,8 @@ pub struct Core {
     pub(crate) stats: Stats,
     pub(crate) violations: Vec<String>,
     pub(crate) scratch: Vec<Wid>,
+    /// The function interned last, to skip the lookup for runs of the same function.
+    pub(crate) last_fn: Option<(taskhost_proto::ModuleId, Arc<str>, u32)>,
 }
 
 impl Core {
@@ -122,7 +122,7 @@ impl Core {
             saturated: WorkerSet::default(),
             clients: FxHashMap::default(),
             wanters: FxHashMap::default(),
-            queue: BinaryHeap::new(),
+            queue: crate::queue::RootQueue::default(),
             queued: 0,
             no_worker: FxHashSet::default(),
             steals: Vec::new(),
@@ -135,6 +135,7 @@ impl Core {
             stats: Stats::default(),
             violations: Vec::new(),
             scratch: Vec::new(),
+            last_fn: None,
         }
     }
 
@@ -142,6 +143,10 @@ impl Core {
     /// reason); the daemon logs it and goes on.
     pub fn handle(&mut self, now: Micros, input: Input) -> Result<(), CoreError> {
         self.now = self.now.max(now);
+        let batch = matches!(input, Input::SubmitGraph { .. } | Input::Want { .. });
+        if batch {
+            self.queue.begin_batch();
+        }
         let result = match input {
             Input::SubmitGraph {
                 client,
@@ -188,6 +193,9 @@ impl Core {
             }
         };
         self.run_work();
+        if batch {
+            self.queue.end_batch();
+        }
         self.fill_queue();
         self.schedule_balance();
         result

@@ -141,7 +141,7 @@ impl Core {
     /// Hands queued root tasks, best priority first, to workers below their root-task cap.
     pub(crate) fn fill_queue(&mut self) {
         while self.queued > 0 && !self.underfull.is_empty() {
-            let Some(std::cmp::Reverse((_, t, generation))) = self.queue.pop() else {
+            let Some((_, t, generation)) = self.queue.pop() else {
                 break;
             };
             let task = &self.tasks[t as usize];

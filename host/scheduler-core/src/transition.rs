@@ -1,7 +1,5 @@
 //! The one place where task states change, and the reactions that follow a change.
 
-use std::cmp::Reverse;
-
 use crate::collections::Holders;
 use crate::core::{Core, Work};
 use crate::ids::{NO_WORKER, Tid, Wid};
@@ -131,8 +129,7 @@ impl Core {
             TaskState::Queued => {
                 let task = &mut self.tasks[t as usize];
                 task.state = TaskState::Queued;
-                self.queue
-                    .push(Reverse((task.priority, t, task.generation)));
+                self.queue.push((task.priority, t, task.generation));
                 self.queued += 1;
             }
             TaskState::NoWorker => {

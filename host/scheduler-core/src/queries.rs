@@ -1,0 +1,58 @@
+//! Read-only summaries of the core's state for status displays and progress reports.
+//!
+//! These scan the task arena (O(tasks)): call them a few times a second at most, never per
+//! decision.
+
+use crate::core::Core;
+use crate::ids::WorkerId;
+use crate::state::{Kind, TaskState};
+
+/// How many tasks are in each phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    /// Not computed and not scheduled.
+    pub released: u64,
+    /// Waiting for inputs.
+    pub waiting: u64,
+    /// Ready, held in the scheduler (queued roots, or no worker may run them now).
+    pub queued: u64,
+    /// Assigned to a worker.
+    pub processing: u64,
+    /// Output held by workers.
+    pub memory: u64,
+    /// Failed.
+    pub erred: u64,
+}
+
+impl Core {
+    /// Counts the tracked tasks by phase.
+    pub fn counts(&self) -> PhaseCounts {
+        let mut counts = PhaseCounts::default();
+        for task in &self.tasks {
+            match task.state.kind() {
+                Kind::Released => counts.released += 1,
+                Kind::Waiting => counts.waiting += 1,
+                Kind::Queued | Kind::NoWorker => counts.queued += 1,
+                Kind::Processing => counts.processing += 1,
+                Kind::Memory => counts.memory += 1,
+                Kind::Erred => counts.erred += 1,
+                Kind::Forgotten => {}
+            }
+        }
+        counts
+    }
+
+    /// How many chunks a live worker holds (0 for an unknown worker).
+    pub fn worker_chunks(&self, worker: WorkerId) -> u64 {
+        let Ok(w) = self.live_worker(worker) else {
+            return 0;
+        };
+        self.tasks
+            .iter()
+            .filter(|task| match &task.state {
+                TaskState::Memory { holders, .. } => holders.contains(w),
+                _ => false,
+            })
+            .count() as u64
+    }
+}
