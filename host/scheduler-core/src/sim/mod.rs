@@ -3,6 +3,7 @@
 //! seed gives the same run.
 
 mod graphs;
+mod quality;
 mod rng;
 
 use std::cmp::Reverse;
@@ -10,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 pub use graphs::*;
+pub use quality::{QualityRow, format_quality, quality_policies, quality_shapes, quality_table};
 pub use rng::SimRng;
 
 use crate::collections::{FxHashMap, FxHashSet};
