@@ -209,3 +209,14 @@ pub(crate) struct Client {
     /// Wanted tasks, with whether the current result was delivered.
     pub(crate) wants: crate::collections::FxHashMap<Tid, bool>,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_stay_small() {
+        let task = std::mem::size_of::<super::Task>();
+        let state = std::mem::size_of::<super::TaskState>();
+        assert!(task <= 160, "Task is {task} bytes");
+        assert!(state <= 32, "TaskState is {state} bytes");
+    }
+}
