@@ -94,10 +94,19 @@ impl Connection {
 }
 
 async fn read_exactly(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, NetError> {
+    // quinn hands out the received packets' payloads without copying; gather them in batches
+    // and copy once into the (not zero-filled) result.
     let mut out = BytesMut::with_capacity(len);
+    let mut chunks: [Bytes; 32] = std::array::from_fn(|_| Bytes::new());
     while out.len() < len {
-        match recv.read_chunk(len - out.len(), true).await? {
-            Some(chunk) => out.extend_from_slice(&chunk.bytes),
+        match recv.read_chunks(&mut chunks).await? {
+            Some(n) => {
+                for chunk in &mut chunks[..n] {
+                    let take = chunk.len().min(len - out.len());
+                    out.extend_from_slice(&chunk[..take]);
+                    *chunk = Bytes::new();
+                }
+            }
             None => {
                 return Err(NetError::Protocol(format!(
                     "bulk stream ended after {} of {len} bytes",

@@ -47,6 +47,9 @@ pub struct TransportSettings {
     pub handshake_timeout: Duration,
     /// UDP generic segmentation offload.
     pub gso: bool,
+    /// If set, ask the peer (QUIC acknowledgement-frequency extension) to acknowledge only every
+    /// this many ack-eliciting packets, saving receiver and sender CPU on bulk transfers.
+    pub ack_eliciting_threshold: Option<u32>,
 }
 
 impl Default for TransportSettings {
@@ -62,6 +65,7 @@ impl Default for TransportSettings {
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             gso: true,
+            ack_eliciting_threshold: None,
         }
     }
 }
@@ -80,6 +84,11 @@ impl TransportSettings {
         t.keep_alive_interval(self.keep_alive);
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
         t.enable_segmentation_offload(self.gso);
+        if let Some(threshold) = self.ack_eliciting_threshold {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(VarInt::from_u32(threshold));
+            t.ack_frequency_config(Some(ack));
+        }
         t
     }
 
