@@ -1,0 +1,734 @@
+//! The event loop's state: the scheduler core plus what the daemon keeps beside it (connections,
+//! literal bytes, per-task limits, failure details), and the translation between wire messages
+//! and the core's inputs and outputs.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskhost_net::{Connection, Sender};
+use taskhost_proto::{
+    Arg, Blob, ClientEvent, ClientRequest, ClusterStatus, FailureKind, Graph, ModuleId,
+    ResultLocation, RunArg, TaskCounts, TaskFailure, TaskKey, TaskLimits, WorkerCommand,
+    WorkerReport, WorkerStatus,
+};
+use taskhost_scheduler_core::{
+    self as core, ArgSpec, ClientId, Core, Input, LiteralHandle, Micros, Output, Phase,
+    Restrictions, WorkerId,
+};
+
+use crate::literals::LiteralTable;
+use crate::modules::ModuleStore;
+
+/// Something a connection task tells the loop.
+pub(crate) enum Event {
+    /// A client finished its hello.
+    ClientJoined {
+        id: ClientId,
+        tx: Sender<ClientEvent>,
+    },
+    /// A client request that needs the core.
+    Client {
+        id: ClientId,
+        request: ClientRequest,
+    },
+    /// A client's connection ended.
+    ClientLeft { id: ClientId },
+    /// A worker registered.
+    WorkerJoined {
+        id: WorkerId,
+        tx: Sender<WorkerCommand>,
+        conn: Connection,
+        name: String,
+        slots: u32,
+        memory_limit: u64,
+        peer_addr: SocketAddr,
+    },
+    /// A worker's report.
+    Worker { id: WorkerId, report: WorkerReport },
+    /// A worker's connection ended.
+    WorkerLeft { id: WorkerId, reason: String },
+}
+
+struct WorkerEntry {
+    name: String,
+    tx: Sender<WorkerCommand>,
+    conn: Connection,
+    peer_addr: SocketAddr,
+    slots: u32,
+    memory_limit: u64,
+    memory_used: u64,
+    last_seen: Instant,
+    /// Tasks sent to it and not yet reported back.
+    assigned: HashSet<TaskKey>,
+}
+
+struct ClientEntry {
+    tx: Sender<ClientEvent>,
+    /// Keys it wants that were not delivered yet.
+    pending: HashSet<TaskKey>,
+}
+
+/// What the daemon keeps about a task beside the core, only for tasks that need it.
+#[derive(Default)]
+struct TaskExtra {
+    literals: Vec<LiteralHandle>,
+    limits: Option<TaskLimits>,
+}
+
+/// Why a task failed, as the worker reported it.
+struct FailureRecord {
+    kind: FailureKind,
+    function: Arc<str>,
+}
+
+/// The loop's state.
+pub(crate) struct Daemon {
+    core: Core,
+    start: Instant,
+    modules: Arc<ModuleStore>,
+    heartbeat_timeout: Duration,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    worker_names: HashMap<String, WorkerId>,
+    clients: HashMap<ClientId, ClientEntry>,
+    literals: LiteralTable,
+    extras: HashMap<TaskKey, TaskExtra>,
+    /// Function of each task sent to a worker and not finished, for failure reports.
+    running: HashMap<TaskKey, Arc<str>>,
+    failures: HashMap<TaskKey, FailureRecord>,
+    /// Small results received in this batch, for the completion notices of this batch.
+    inline: HashMap<TaskKey, Blob>,
+    /// Chunks to release, batched per worker.
+    releases: HashMap<WorkerId, Vec<TaskKey>>,
+}
+
+impl Daemon {
+    pub(crate) fn new(
+        config: core::Config,
+        modules: Arc<ModuleStore>,
+        heartbeat_timeout: Duration,
+    ) -> Self {
+        Self {
+            core: Core::new(config),
+            start: Instant::now(),
+            modules,
+            heartbeat_timeout,
+            workers: HashMap::new(),
+            worker_names: HashMap::new(),
+            clients: HashMap::new(),
+            literals: LiteralTable::default(),
+            extras: HashMap::new(),
+            running: HashMap::new(),
+            failures: HashMap::new(),
+            inline: HashMap::new(),
+            releases: HashMap::new(),
+        }
+    }
+
+    fn now(&self) -> Micros {
+        Micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// When the core next wants [`Daemon::handle_timeout`], as an instant.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.core
+            .poll_timeout()
+            .map(|at| self.start + Duration::from_micros(at.0))
+    }
+
+    /// Runs the core's timers.
+    pub(crate) fn handle_timeout(&mut self) {
+        let now = self.now();
+        self.core.handle_timeout(now);
+    }
+
+    fn feed(&mut self, input: Input) {
+        let now = self.now();
+        if let Err(err) = self.core.handle(now, input) {
+            tracing::debug!(%err, "scheduler core ignored an input");
+        }
+    }
+
+    /// Applies one event.
+    pub(crate) fn handle(&mut self, event: Event) {
+        match event {
+            Event::ClientJoined { id, tx } => {
+                self.clients.insert(
+                    id,
+                    ClientEntry {
+                        tx,
+                        pending: HashSet::new(),
+                    },
+                );
+            }
+            Event::Client { id, request } => self.client_request(id, request),
+            Event::ClientLeft { id } => {
+                if self.clients.remove(&id).is_some() {
+                    self.feed(Input::ClientLeft { client: id });
+                }
+            }
+            Event::WorkerJoined {
+                id,
+                tx,
+                conn,
+                name,
+                slots,
+                memory_limit,
+                peer_addr,
+            } => {
+                tracing::info!(worker = id.0, %name, slots, memory_limit, %peer_addr, "worker joined");
+                if tx
+                    .send_now(&WorkerCommand::Welcome { worker_id: id.0 })
+                    .is_err()
+                {
+                    return;
+                }
+                self.worker_names.insert(name.clone(), id);
+                self.workers.insert(
+                    id,
+                    WorkerEntry {
+                        name,
+                        tx,
+                        conn,
+                        peer_addr,
+                        slots,
+                        memory_limit,
+                        memory_used: 0,
+                        last_seen: Instant::now(),
+                        assigned: HashSet::new(),
+                    },
+                );
+                self.feed(Input::WorkerJoined {
+                    worker: id,
+                    slots,
+                    memory_limit,
+                    address: peer_addr.to_string().into(),
+                    resources: Vec::new(),
+                });
+            }
+            Event::Worker { id, report } => self.worker_report(id, report),
+            Event::WorkerLeft { id, reason } => self.remove_worker(id, &reason),
+        }
+    }
+
+    fn remove_worker(&mut self, id: WorkerId, reason: &str) {
+        let Some(entry) = self.workers.remove(&id) else {
+            return;
+        };
+        tracing::warn!(worker = id.0, name = %entry.name, %reason, "worker left");
+        entry.conn.close(reason);
+        if self.worker_names.get(&entry.name) == Some(&id) {
+            self.worker_names.remove(&entry.name);
+        }
+        self.releases.remove(&id);
+        self.feed(Input::WorkerLeft {
+            worker: id,
+            died: true,
+        });
+    }
+
+    /// Declares dead the workers not heard from within the heartbeat timeout.
+    pub(crate) fn check_heartbeats(&mut self) {
+        let dead: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.last_seen.elapsed() > self.heartbeat_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            let reason = format!("no heartbeat for {:?}", self.heartbeat_timeout);
+            self.remove_worker(id, &reason);
+        }
+    }
+
+    fn client_request(&mut self, id: ClientId, request: ClientRequest) {
+        match request {
+            ClientRequest::Submit(graph) => {
+                if let Err(reason) = self.submit(id, graph) {
+                    tracing::info!(client = id.0, %reason, "submission rejected");
+                    self.send_client(id, ClientEvent::SubmitRejected { reason });
+                }
+            }
+            ClientRequest::Release(keys) => {
+                if let Some(client) = self.clients.get_mut(&id) {
+                    for key in &keys {
+                        client.pending.remove(key);
+                    }
+                }
+                self.feed(Input::Release { client: id, keys });
+            }
+            ClientRequest::Cancel(keys) => self.feed(Input::Cancel { client: id, keys }),
+            ClientRequest::Status => {
+                let status = self.status();
+                self.send_client(id, ClientEvent::Status(status));
+            }
+            // Module requests are answered by the connection task itself.
+            ClientRequest::QueryModules(_) | ClientRequest::UploadModule { .. } => {}
+        }
+    }
+
+    /// Checks a graph (keys, modules, literals, restrictions) and hands it to the core.
+    fn submit(&mut self, client: ClientId, graph: Graph) -> Result<(), String> {
+        let Graph {
+            literals,
+            tasks,
+            wanted,
+        } = graph;
+        let hashes: Vec<[u8; 32]> = literals
+            .iter()
+            .map(|l| *blake3::hash(&l.0).as_bytes())
+            .collect();
+        let mut checked_modules: HashSet<ModuleId> = HashSet::new();
+        let mut specs = Vec::with_capacity(tasks.len());
+        let mut new_extras: Vec<(TaskKey, TaskExtra)> = Vec::new();
+        let mut seen: HashSet<TaskKey> = HashSet::new();
+        let handles: Vec<LiteralHandle> = hashes
+            .iter()
+            .zip(&literals)
+            .map(|(hash, bytes)| self.literals.intern(*hash, bytes))
+            .collect();
+        let cleanup = |table: &mut LiteralTable| {
+            for handle in &handles {
+                table.drop_if_unused(*handle);
+            }
+        };
+        for task in tasks {
+            if !checked_modules.contains(&task.module) {
+                if !self.modules.contains(&task.module) {
+                    cleanup(&mut self.literals);
+                    return Err(format!(
+                        "task {} uses module {} that was never uploaded",
+                        task.key.short(),
+                        task.module
+                    ));
+                }
+                checked_modules.insert(task.module);
+            }
+            let mut builder = TaskKey::builder(&task.module, &task.function);
+            let mut args = Vec::with_capacity(task.args.len());
+            let mut task_literals = Vec::new();
+            for arg in &task.args {
+                match *arg {
+                    Arg::Task(key) => {
+                        builder.task_arg(&key);
+                        args.push(ArgSpec::Task(key));
+                    }
+                    Arg::Literal(index) => {
+                        let Some(hash) = hashes.get(index as usize) else {
+                            cleanup(&mut self.literals);
+                            return Err(format!(
+                                "task {} names literal {index} of a graph with {} literals",
+                                task.key.short(),
+                                hashes.len()
+                            ));
+                        };
+                        builder.literal_hash_arg(hash);
+                        args.push(ArgSpec::Literal(handles[index as usize]));
+                        task_literals.push(handles[index as usize]);
+                    }
+                }
+            }
+            let derived = builder.finish();
+            if derived != task.key {
+                cleanup(&mut self.literals);
+                return Err(format!(
+                    "task key {} does not match its content ({}({} args) derives {})",
+                    task.key,
+                    task.function,
+                    task.args.len(),
+                    derived
+                ));
+            }
+            let mut restrictions = Restrictions::default();
+            for name in &task.workers {
+                match self.worker_names.get(name) {
+                    Some(id) => restrictions.workers.push(*id),
+                    None => {
+                        cleanup(&mut self.literals);
+                        return Err(format!(
+                            "task {} is restricted to worker {name:?}, which is not connected",
+                            task.key.short()
+                        ));
+                    }
+                }
+            }
+            let is_new = self.core.phase(&task.key).is_none() && seen.insert(task.key);
+            if is_new {
+                let limits = (task.limits != TaskLimits::default()).then_some(task.limits);
+                if !task_literals.is_empty() || limits.is_some() {
+                    new_extras.push((
+                        task.key,
+                        TaskExtra {
+                            literals: task_literals,
+                            limits,
+                        },
+                    ));
+                }
+            }
+            let annotations = (!task.annotations.is_empty())
+                .then(|| Arc::new(task.annotations.into_iter().collect::<core::Annotations>()));
+            specs.push(core::TaskSpec {
+                key: task.key,
+                module: task.module,
+                function: task.function.into(),
+                args,
+                priority: task.priority,
+                restrictions,
+                retries: task.retries,
+                annotations,
+            });
+        }
+        let now = self.now();
+        let result = self.core.handle(
+            now,
+            Input::SubmitGraph {
+                client,
+                tasks: specs,
+                wants: wanted.clone(),
+            },
+        );
+        if let Err(err) = result {
+            cleanup(&mut self.literals);
+            return Err(err.to_string());
+        }
+        for (key, extra) in new_extras {
+            for handle in &extra.literals {
+                self.literals.acquire(*handle);
+            }
+            self.extras.insert(key, extra);
+        }
+        cleanup(&mut self.literals);
+        if let Some(entry) = self.clients.get_mut(&client) {
+            entry.pending.extend(wanted);
+        }
+        Ok(())
+    }
+
+    fn worker_report(&mut self, id: WorkerId, report: WorkerReport) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        worker.last_seen = Instant::now();
+        match report {
+            WorkerReport::Register { .. } => {
+                tracing::warn!(worker = id.0, "worker registered twice; ignored");
+            }
+            WorkerReport::Finished {
+                key,
+                size,
+                duration_us,
+                inline,
+            } => {
+                worker.assigned.remove(&key);
+                self.running.remove(&key);
+                if let Some(bytes) = inline {
+                    self.inline.insert(key, bytes);
+                }
+                self.feed(Input::TaskFinished {
+                    worker: id,
+                    key,
+                    nbytes: size,
+                    duration: Micros(duration_us),
+                });
+            }
+            WorkerReport::Failed { key, kind, message } => {
+                worker.assigned.remove(&key);
+                let function = self.running.remove(&key).unwrap_or_else(|| "?".into());
+                self.failures.insert(key, FailureRecord { kind, function });
+                self.feed(Input::TaskErred {
+                    worker: id,
+                    key,
+                    message,
+                });
+            }
+            WorkerReport::Reschedule { key, missing } => {
+                worker.assigned.remove(&key);
+                tracing::info!(worker = id.0, key = %key.short(), missing = missing.len(), "task rescheduled: inputs unavailable");
+                self.feed(Input::Reschedule { worker: id, key });
+            }
+            WorkerReport::StealAnswer { key, released } => {
+                if released {
+                    worker.assigned.remove(&key);
+                }
+                self.feed(Input::StealAnswer {
+                    worker: id,
+                    key,
+                    stolen: released,
+                });
+            }
+            WorkerReport::Memory {
+                in_memory,
+                spilled: _,
+            } => {
+                worker.memory_used = in_memory;
+                self.feed(Input::WorkerMemory {
+                    worker: id,
+                    used: in_memory,
+                });
+            }
+            WorkerReport::ChunkLost(key) => {
+                tracing::warn!(worker = id.0, key = %key.short(), "worker lost a chunk");
+            }
+            WorkerReport::Heartbeat => {}
+        }
+    }
+
+    /// Turns every pending output of the core into messages.
+    pub(crate) fn flush_outputs(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::RunTask(run) => self.run_task(*run),
+                Output::ReleaseChunk { worker, key } => {
+                    self.releases.entry(worker).or_default().push(key);
+                }
+                Output::CancelTask { worker, key } => {
+                    if let Some(entry) = self.workers.get_mut(&worker) {
+                        entry.assigned.remove(&key);
+                        let _ = entry.tx.send_now(&WorkerCommand::Cancel(key));
+                    }
+                }
+                Output::StealRequest { worker, key } => {
+                    if let Some(entry) = self.workers.get(&worker) {
+                        let _ = entry.tx.send_now(&WorkerCommand::Steal(key));
+                    }
+                }
+                Output::TaskDone {
+                    client,
+                    key,
+                    nbytes,
+                    holders,
+                } => {
+                    let result = match self.inline.get(&key) {
+                        Some(bytes) => ResultLocation::Inline(bytes.clone()),
+                        None => ResultLocation::Workers {
+                            size: nbytes,
+                            holders: holders
+                                .iter()
+                                .filter_map(|w| self.workers.get(w).map(|e| e.peer_addr))
+                                .collect(),
+                        },
+                    };
+                    if let Some(entry) = self.clients.get_mut(&client) {
+                        entry.pending.remove(&key);
+                    }
+                    self.send_client(client, ClientEvent::TaskDone { key, result });
+                }
+                Output::TaskErred { client, key, error } => {
+                    let failure = self.describe_failure(&error);
+                    if let Some(entry) = self.clients.get_mut(&client) {
+                        entry.pending.remove(&key);
+                    }
+                    self.send_client(client, ClientEvent::TaskFailed { key, failure });
+                }
+                Output::TaskCancelled { client, key } => {
+                    if let Some(entry) = self.clients.get_mut(&client) {
+                        entry.pending.remove(&key);
+                    }
+                    let failure = TaskFailure {
+                        kind: FailureKind::Cancelled,
+                        message: "cancelled by the client".into(),
+                        origin: key,
+                        function: String::new(),
+                    };
+                    self.send_client(client, ClientEvent::TaskFailed { key, failure });
+                }
+                Output::WorkerPaused { worker, paused } => {
+                    tracing::info!(worker = worker.0, paused, "worker memory pause changed");
+                }
+                Output::TaskForgotten { key } => {
+                    if let Some(extra) = self.extras.remove(&key) {
+                        for handle in extra.literals {
+                            self.literals.release(handle);
+                        }
+                    }
+                    self.failures.remove(&key);
+                    self.running.remove(&key);
+                }
+            }
+        }
+        for (worker, keys) in self.releases.drain() {
+            if let Some(entry) = self.workers.get(&worker) {
+                let _ = entry.tx.send_now(&WorkerCommand::Release(keys));
+            }
+        }
+        self.inline.clear();
+    }
+
+    fn run_task(&mut self, run: core::RunTask) {
+        let Some(target) = self.workers.get(&run.worker) else {
+            tracing::warn!(
+                worker = run.worker.0,
+                "core placed a task on an unknown worker"
+            );
+            return;
+        };
+        let mut args = Vec::with_capacity(run.args.len());
+        for arg in &run.args {
+            match arg {
+                ArgSpec::Literal(handle) => match self.literals.get(*handle) {
+                    Some(bytes) => args.push(RunArg::Literal(bytes.clone())),
+                    None => {
+                        tracing::error!(key = %run.key.short(), "literal of a live task is missing");
+                        args.push(RunArg::Literal(Blob::default()));
+                    }
+                },
+                ArgSpec::Task(key) => {
+                    let location = run.inputs.iter().find(|input| input.key == *key);
+                    let (size, holders) = match location {
+                        Some(input) => (
+                            input.nbytes,
+                            input
+                                .holders
+                                .iter()
+                                .filter(|w| **w != run.worker)
+                                .filter_map(|w| self.workers.get(w).map(|e| e.peer_addr))
+                                .collect(),
+                        ),
+                        None => (0, Vec::new()),
+                    };
+                    args.push(RunArg::Chunk {
+                        key: *key,
+                        size,
+                        holders,
+                    });
+                }
+            }
+        }
+        let limits = self
+            .extras
+            .get(&run.key)
+            .and_then(|extra| extra.limits)
+            .unwrap_or_default();
+        let send_result = self
+            .clients
+            .values()
+            .any(|client| client.pending.contains(&run.key));
+        let command = WorkerCommand::Run(taskhost_proto::RunTask {
+            key: run.key,
+            module: run.module,
+            function: run.function.to_string(),
+            args,
+            limits,
+            send_result,
+        });
+        if target.tx.send_now(&command).is_ok() {
+            self.running.insert(run.key, run.function.clone());
+            if let Some(entry) = self.workers.get_mut(&run.worker) {
+                entry.assigned.insert(run.key);
+            }
+        }
+    }
+
+    fn describe_failure(&self, error: &core::TaskFailure) -> TaskFailure {
+        let origin = error.origin();
+        let function = |key: &TaskKey| {
+            self.failures
+                .get(key)
+                .map(|r| r.function.to_string())
+                .or_else(|| self.running.get(key).map(|f| f.to_string()))
+                .unwrap_or_default()
+        };
+        match error {
+            core::TaskFailure::Failed { message, .. } => TaskFailure {
+                kind: self
+                    .failures
+                    .get(&origin)
+                    .map(|r| r.kind)
+                    .unwrap_or(FailureKind::Failed),
+                message: message.clone(),
+                origin,
+                function: function(&origin),
+            },
+            core::TaskFailure::Suspect { deaths, .. } => TaskFailure {
+                kind: FailureKind::Suspect,
+                message: format!("{deaths} workers died while running it"),
+                origin,
+                function: function(&origin),
+            },
+            core::TaskFailure::Unrunnable { .. } => TaskFailure {
+                kind: FailureKind::Internal,
+                message: "no connected worker satisfies its restrictions".into(),
+                origin,
+                function: function(&origin),
+            },
+        }
+    }
+
+    fn send_client(&mut self, id: ClientId, event: ClientEvent) {
+        if let Some(client) = self.clients.get(&id)
+            && let Err(err) = client.tx.send_now(&event)
+        {
+            tracing::debug!(client = id.0, %err, "client gone");
+        }
+    }
+
+    /// Sends each client with undelivered results the cluster's task counts.
+    pub(crate) fn send_progress(&mut self) {
+        if self
+            .clients
+            .values()
+            .all(|client| client.pending.is_empty())
+        {
+            return;
+        }
+        let counts = self.counts();
+        for client in self
+            .clients
+            .values()
+            .filter(|client| !client.pending.is_empty())
+        {
+            let _ = client.tx.send_now(&ClientEvent::Progress(counts));
+        }
+    }
+
+    fn counts(&self) -> TaskCounts {
+        let c = self.core.counts();
+        TaskCounts {
+            waiting: c.waiting,
+            queued: c.queued,
+            processing: c.processing,
+            memory: c.memory,
+            erred: c.erred,
+            released: c.released,
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let mut workers: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerStatus {
+                name: w.name.clone(),
+                peer_addr: w.peer_addr,
+                slots: w.slots,
+                tasks: w.assigned.len() as u64,
+                chunks: self.core.worker_chunks(*id),
+                memory_used: w.memory_used,
+                memory_limit: w.memory_limit,
+                paused: self.core.is_paused(*id).unwrap_or(false),
+            })
+            .collect();
+        workers.sort_by(|a, b| a.name.cmp(&b.name));
+        ClusterStatus {
+            workers,
+            tasks: self.counts(),
+            modules: self.modules.count(),
+        }
+    }
+
+    /// Tells every worker and client that the scheduler stops.
+    pub(crate) fn shutdown(&mut self, reason: &str) {
+        for worker in self.workers.values() {
+            let _ = worker.tx.send_now(&WorkerCommand::Shutdown {
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Whether a task is known to the core (for tests and status).
+    #[allow(dead_code)]
+    pub(crate) fn phase(&self, key: &TaskKey) -> Option<Phase> {
+        self.core.phase(key)
+    }
+}
