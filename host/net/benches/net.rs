@@ -52,38 +52,46 @@ fn chunk() -> Bytes {
 /// Starts a QUIC peer listener on its own thread serving `chunk()` for any key and echoing pings.
 fn quic_server(settings: TransportSettings, token: ClusterToken) -> SocketAddr {
     let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let mut config = ListenerConfig::peer(token).expect("peer identity");
-            config.transport = settings;
-            let mut listener = Listener::bind("127.0.0.1:0".parse().expect("addr"), config)
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            let data = chunk();
-            while let Some(est) = listener.accept().await {
-                let data = data.clone();
-                serve_bulk(est.connection.clone(), move |_key: u64| {
+    std::thread::Builder::new()
+        .name("quic-server".into())
+        .spawn(move || {
+            runtime().block_on(async move {
+                let mut config = ListenerConfig::peer(token).expect("peer identity");
+                config.transport = settings;
+                let mut listener = Listener::bind("127.0.0.1:0".parse().expect("addr"), config)
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let data = chunk();
+                while let Some(est) = listener.accept().await {
                     let data = data.clone();
-                    async move { Ok(data) }
-                });
-                let (stx, mut srx) = est.control.split::<Msg, Msg>();
-                tokio::spawn(async move {
-                    while let Ok(Some(Msg::Ping(i))) = srx.recv().await {
-                        if stx.send(&Msg::Pong(i)).await.is_err() {
-                            break;
+                    serve_bulk(est.connection.clone(), move |_key: u64| {
+                        let data = data.clone();
+                        async move { Ok(data) }
+                    });
+                    let (stx, mut srx) = est.control.split::<Msg, Msg>();
+                    tokio::spawn(async move {
+                        while let Ok(Some(Msg::Ping(i))) = srx.recv().await {
+                            if stx.send(&Msg::Pong(i)).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-            }
-        });
-    });
+                    });
+                }
+            });
+        })
+        .expect("thread");
     rx.recv().expect("server address")
 }
 
 /// Fetches `total` bytes in 8 MiB chunks with `parallel` fetches in flight; returns GB/s.
-async fn quic_bulk(conn: &taskhost_net::Connection, total: usize, parallel: usize) -> f64 {
+async fn quic_bulk(
+    conn: &taskhost_net::Connection,
+    total: usize,
+    parallel: usize,
+    segments: bool,
+) -> f64 {
     let chunks = total / CHUNK;
     let start = Instant::now();
     let mut next = 0usize;
@@ -92,12 +100,19 @@ async fn quic_bulk(conn: &taskhost_net::Connection, total: usize, parallel: usiz
         while next < chunks && inflight.len() < parallel {
             let conn = conn.clone();
             let key = next as u64;
-            inflight.spawn(async move { conn.fetch(&key, CHUNK).await });
+            inflight.spawn(async move {
+                if segments {
+                    let segs = conn.fetch_segments(&key, CHUNK).await?;
+                    Ok(segs.iter().map(|s| s.len()).sum())
+                } else {
+                    conn.fetch(&key, CHUNK).await.map(|b| b.len())
+                }
+            });
             next += 1;
         }
         if let Some(done) = inflight.join_next().await {
-            let data = done.expect("join").expect("fetch");
-            assert_eq!(data.len(), CHUNK);
+            let len: usize = done.expect("join").expect("fetch");
+            assert_eq!(len, CHUNK);
         }
     }
     (chunks * CHUNK) as f64 / start.elapsed().as_secs_f64() / 1e9
@@ -215,6 +230,7 @@ fn main() {
         ..TransportSettings::default()
     };
 
+    let quic_only = std::env::var_os("NET_BENCH_QUIC_ONLY").is_some();
     let rt = runtime();
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut quic_seq_tuned = 0.0;
@@ -226,6 +242,9 @@ fn main() {
             ("GSO off", no_gso),
             ("untuned (MTU<=1452, default buffers/windows)", untuned),
         ] {
+            if quic_only && !name.starts_with("tuned (") {
+                continue;
+            }
             let addr = quic_server(settings.clone(), token.clone());
             let endpoint = Endpoint::client(settings).expect("endpoint");
             let est = endpoint
@@ -234,21 +253,25 @@ fn main() {
                 .expect("connect");
             let conn = est.connection.clone();
             // Warm-up (MTU discovery, windows).
-            quic_bulk(&conn, 8 * CHUNK, 1).await;
-            let parallel_list: &[usize] = if name.starts_with("tuned") {
-                &[1, 4]
+            quic_bulk(&conn, 8 * CHUNK, 1, false).await;
+            let variants: &[(usize, bool)] = if name.starts_with("tuned (") {
+                &[(1, false), (4, false), (1, true)]
             } else {
-                &[1]
+                &[(1, false)]
             };
-            for &parallel in parallel_list {
+            for &(parallel, segments) in variants {
                 let cpu0 = cpu_seconds();
-                let gbps = median(repeat(runs, || quic_bulk(&conn, total, parallel)).await);
+                let gbps =
+                    median(repeat(runs, || quic_bulk(&conn, total, parallel, segments)).await);
                 let cpu = (cpu_seconds() - cpu0) / (runs as f64 * total as f64 / 1e9);
-                if name.starts_with("tuned") && parallel == 1 {
+                if name.starts_with("tuned (") && parallel == 1 && !segments {
                     quic_seq_tuned = gbps;
                 }
                 rows.push((
-                    format!("QUIC {name}, {parallel} fetch(es) in flight"),
+                    format!(
+                        "QUIC {name}, {parallel} in flight{}",
+                        if segments { ", zero-copy segments" } else { "" }
+                    ),
                     format!("{gbps:.2} GB/s, {cpu:.2} CPU-s/GB"),
                 ));
             }
@@ -260,6 +283,9 @@ fn main() {
             conn.close("done");
         }
 
+        if quic_only {
+            return;
+        }
         let addr = tcp_server();
         let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
         sock.set_nodelay(true).expect("nodelay");

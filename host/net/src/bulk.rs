@@ -26,7 +26,7 @@ pub const MAX_BULK_REQUEST: usize = 64 * 1024;
 pub const MAX_REFUSAL: usize = 4096;
 
 impl Connection {
-    /// Sends `request` on a new stream and returns the response bytes.
+    /// Sends `request` on a new stream and returns the response as one contiguous buffer.
     ///
     /// Fails with [`NetError::Refused`] if the peer refused, [`NetError::TooLarge`] if the
     /// announced length exceeds `max_len` (checked before allocating).
@@ -35,6 +35,31 @@ impl Connection {
         request: &Req,
         max_len: usize,
     ) -> Result<Bytes, NetError> {
+        let (mut recv, len) = self.bulk_request(request, max_len).await?;
+        let mut out = BytesMut::with_capacity(len);
+        read_segments(&mut recv, len, |segment| out.extend_from_slice(&segment)).await?;
+        Ok(out.freeze())
+    }
+
+    /// Like [`fetch`](Self::fetch), but returns the response as the received segments (one per
+    /// QUIC packet, a few KiB each) without copying them into one buffer.
+    pub async fn fetch_segments<Req: Serialize + ?Sized>(
+        &self,
+        request: &Req,
+        max_len: usize,
+    ) -> Result<Vec<Bytes>, NetError> {
+        let (mut recv, len) = self.bulk_request(request, max_len).await?;
+        let mut out = Vec::with_capacity(len / 1024 + 1);
+        read_segments(&mut recv, len, |segment| out.push(segment)).await?;
+        Ok(out)
+    }
+
+    /// Sends the request and reads the response header; returns the stream and the OK length.
+    async fn bulk_request<Req: Serialize + ?Sized>(
+        &self,
+        request: &Req,
+        max_len: usize,
+    ) -> Result<(quinn::RecvStream, usize), NetError> {
         let payload = postcard::to_stdvec(request)
             .map_err(|e| NetError::Codec(taskhost_proto::CodecError::Encode(e)))?;
         if payload.len() > MAX_BULK_REQUEST {
@@ -60,7 +85,7 @@ impl Connection {
                         limit: max_len,
                     });
                 }
-                read_exactly(&mut recv, len as usize).await
+                Ok((recv, len as usize))
             }
             BULK_REFUSED => {
                 if len > MAX_REFUSAL as u64 {
@@ -68,7 +93,8 @@ impl Connection {
                         "refusal reason of {len} bytes exceeds {MAX_REFUSAL}"
                     )));
                 }
-                let reason = read_exactly(&mut recv, len as usize).await?;
+                let mut reason = Vec::with_capacity(len as usize);
+                read_segments(&mut recv, len as usize, |s| reason.extend_from_slice(&s)).await?;
                 Err(NetError::Refused {
                     reason: String::from_utf8_lossy(&reason).into_owned(),
                 })
@@ -93,29 +119,33 @@ impl Connection {
     }
 }
 
-async fn read_exactly(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, NetError> {
-    // quinn hands out the received packets' payloads without copying; gather them in batches
-    // and copy once into the (not zero-filled) result.
-    let mut out = BytesMut::with_capacity(len);
+/// Reads exactly `len` bytes, handing each received segment to `sink` without copying
+/// (quinn hands out the received packets' payloads as `Bytes`).
+async fn read_segments(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    mut sink: impl FnMut(Bytes),
+) -> Result<(), NetError> {
+    let mut got = 0;
     let mut chunks: [Bytes; 32] = std::array::from_fn(|_| Bytes::new());
-    while out.len() < len {
+    while got < len {
         match recv.read_chunks(&mut chunks).await? {
             Some(n) => {
                 for chunk in &mut chunks[..n] {
-                    let take = chunk.len().min(len - out.len());
-                    out.extend_from_slice(&chunk[..take]);
-                    *chunk = Bytes::new();
+                    let mut chunk = std::mem::take(chunk);
+                    chunk.truncate(len - got);
+                    got += chunk.len();
+                    sink(chunk);
                 }
             }
             None => {
                 return Err(NetError::Protocol(format!(
-                    "bulk stream ended after {} of {len} bytes",
-                    out.len()
+                    "bulk stream ended after {got} of {len} bytes"
                 )));
             }
         }
     }
-    Ok(out.freeze())
+    Ok(())
 }
 
 /// A bulk stream opened by the peer, whose request has not been read yet.
