@@ -448,9 +448,14 @@ pub struct Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        // Refuse new connections; established ones keep working.
+        self.endpoint.inner.set_server_config(None);
         self.task.abort();
     }
 }
+
+/// Handshakes (TLS + hello) allowed to run at once on one listener; more are refused.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 
 impl Listener {
     /// Binds `addr` (port 0 for an ephemeral port) and starts accepting.
@@ -466,11 +471,18 @@ impl Listener {
         };
         let (tx, incoming) = mpsc::channel(256);
         let config = Arc::new(config);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         let task = tokio::spawn(async move {
             while let Some(incoming) = inner.accept().await {
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(remote = %incoming.remote_address(), "too many pending handshakes; refusing a connection");
+                    incoming.refuse();
+                    continue;
+                };
                 let config = config.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let remote = incoming.remote_address();
                     match accept_one(incoming, &config).await {
                         Ok(established) => {

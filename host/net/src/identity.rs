@@ -456,6 +456,45 @@ impl FromStr for JoinTicket {
 }
 
 impl JoinTicket {
+    /// Addresses to put in a ticket for a listener bound to `listen`: the address itself, or for
+    /// an unspecified address (`0.0.0.0` / `[::]`) the host's primary address (the source
+    /// address of its default route) followed by loopback.
+    pub fn addrs_for(listen: std::net::SocketAddr) -> Vec<String> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+        if !listen.ip().is_unspecified() {
+            return vec![listen.to_string()];
+        }
+        let port = listen.port();
+        let (any, probe, loopback): (IpAddr, IpAddr, IpAddr) = if listen.is_ipv4() {
+            (
+                Ipv4Addr::UNSPECIFIED.into(),
+                Ipv4Addr::new(192, 0, 2, 1).into(),
+                Ipv4Addr::LOCALHOST.into(),
+            )
+        } else {
+            (
+                Ipv6Addr::UNSPECIFIED.into(),
+                "2001:db8::1"
+                    .parse::<Ipv6Addr>()
+                    .unwrap_or(Ipv6Addr::LOCALHOST)
+                    .into(),
+                Ipv6Addr::LOCALHOST.into(),
+            )
+        };
+        let mut addrs = Vec::new();
+        // Connecting a UDP socket sends nothing; it only selects the route and source address.
+        if let Ok(sock) = UdpSocket::bind(SocketAddr::new(any, 0))
+            && sock.connect(SocketAddr::new(probe, 9)).is_ok()
+            && let Ok(local) = sock.local_addr()
+            && !local.ip().is_loopback()
+            && !local.ip().is_unspecified()
+        {
+            addrs.push(SocketAddr::new(local.ip(), port).to_string());
+        }
+        addrs.push(SocketAddr::new(loopback, port).to_string());
+        addrs
+    }
+
     /// Reads a ticket file (such as `<data-dir>/ticket`).
     pub fn read(path: &Path) -> Result<Self, NetError> {
         let text = fs::read_to_string(path).map_err(|e| identity_err(path, e))?;
@@ -498,6 +537,14 @@ mod tests {
                 .is_err()
         );
         assert!("http://x".parse::<JoinTicket>().is_err());
+    }
+
+    #[test]
+    fn ticket_addresses() {
+        let specific: std::net::SocketAddr = "10.1.2.3:8786".parse().unwrap();
+        assert_eq!(JoinTicket::addrs_for(specific), vec!["10.1.2.3:8786"]);
+        let any = JoinTicket::addrs_for("0.0.0.0:8786".parse().unwrap());
+        assert_eq!(any.last().map(String::as_str), Some("127.0.0.1:8786"));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //!   [`serve_bulk`] or [`Connection::accept_bulk`].
 //!
 //! ```no_run
-//! use taskhost_net::{ClusterIdentity, Endpoint, Listener, ListenerConfig, TransportSettings};
+//! use taskhost_net::{
+//!     ClusterIdentity, Endpoint, JoinTicket, Listener, ListenerConfig, TransportSettings,
+//! };
 //! use taskhost_proto::Role;
 //!
 //! # async fn demo() -> Result<(), taskhost_net::NetError> {
@@ -24,7 +26,7 @@
 //! let (identity, _created) = ClusterIdentity::load_or_create("/var/lib/taskhost".as_ref())?;
 //! let mut listener = Listener::bind("0.0.0.0:8786".parse().unwrap(),
 //!     ListenerConfig::scheduler(&identity)).await?;
-//! let ticket = identity.ticket(vec!["10.0.0.1:8786".into()]);
+//! let ticket = identity.ticket(JoinTicket::addrs_for(listener.local_addr()?));
 //! identity.write_ticket(&ticket)?;
 //! println!("join with: taskhost worker --ticket {ticket}");
 //!

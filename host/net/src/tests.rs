@@ -470,6 +470,15 @@ async fn bulk_8mib_alongside_control_messages() {
     }
     bounded(fetches).await.unwrap();
 
+    let segments = bounded(est.connection.fetch_segments(&7u64, CHUNK))
+        .await
+        .unwrap();
+    let mut hasher = blake3::Hasher::new();
+    for s in &segments {
+        hasher.update(s);
+    }
+    assert_eq!(hasher.finalize(), blake3::hash(&pattern(7, CHUNK)));
+
     let err = bounded(est.connection.fetch(&404u64, CHUNK))
         .await
         .unwrap_err();
