@@ -12,7 +12,10 @@
 //! - after feeding a batch of inputs, drain [`Core::poll_output`] until `None` and turn every
 //!   [`Output`] into a message to a worker or client (`RunTask`, `ReleaseChunk`, `CancelTask`,
 //!   `StealRequest`, `TaskDone`, `TaskErred`, ...);
-//! - arm a timer at [`Core::poll_timeout`] and call [`Core::handle_timeout`] when it fires.
+//! - arm a timer at [`Core::poll_timeout`] and call [`Core::handle_timeout`] when it fires;
+//! - keep each worker's messages in order, both ways (one control stream per worker): a
+//!   `CancelTask` followed by a `RunTask` of the same key must arrive in that order, and a
+//!   worker's `TaskFinished` must reach the core before its `WorkerLeft`.
 //!
 //! Tasks are named by their content-derived [`TaskKey`]: submitting a task that already exists
 //! (from any client) reuses it. Literal arguments are [`LiteralHandle`]s the daemon resolves;

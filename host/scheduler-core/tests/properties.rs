@@ -14,6 +14,7 @@ fn check_run(
     joins: usize,
     fail_rate: f64,
     two_clients: bool,
+    releases: bool,
 ) -> Result<u64, TestCaseError> {
     let mut rng = SimRng::new(seed);
     let graph = random_dag(&mut rng, n, 3, fail_rate);
@@ -51,6 +52,19 @@ fn check_run(
             .map(|t| t.spec.key)
             .collect();
         sim.submit_at(Micros(rng.below(5_000)), ClientId(2), &part);
+    }
+    if releases {
+        // The client lets go of some keys (releases or cancels), then asks for the whole graph
+        // again: released work stops, forgotten tasks are recreated, kept ones reused.
+        let some: Vec<TaskKey> = graph
+            .wants
+            .iter()
+            .filter(|_| rng.chance(0.5))
+            .copied()
+            .collect();
+        let at = Micros(rng.below(10_000));
+        sim.release_at(at, ClientId(1), some, rng.chance(0.5));
+        sim.submit_at(at.plus(Micros(rng.below(10_000))), ClientId(1), &graph);
     }
     let mut last_kill = Micros(0);
     for _ in 0..kills {
@@ -106,7 +120,7 @@ fn check_run(
             );
         }
     }
-    if report.kills == 0 {
+    if report.kills == 0 && !releases {
         prop_assert_eq!(report.concurrent_runs, 0);
         if failing.is_empty() {
             prop_assert!(report.erred.is_empty());
@@ -120,21 +134,32 @@ proptest! {
 
     #[test]
     fn random_dags_without_failures(seed in any::<u64>(), n in 1usize..50, workers in 1usize..5) {
-        check_run(seed, n, workers, 0, 0, 0.0, false)?;
+        check_run(seed, n, workers, 0, 0, 0.0, false, false)?;
     }
 
     #[test]
     fn random_dags_with_deaths_and_joins(
         seed in any::<u64>(), n in 1usize..50, workers in 1usize..5, kills in 0usize..4, joins in 0usize..3,
     ) {
-        check_run(seed, n, workers, kills, joins, 0.0, false)?;
+        check_run(seed, n, workers, kills, joins, 0.0, false, false)?;
     }
 
     #[test]
     fn random_dags_with_task_errors_and_two_clients(
         seed in any::<u64>(), n in 2usize..40, workers in 1usize..4, kills in 0usize..2,
     ) {
-        check_run(seed, n, workers, kills, 1, 0.05, true)?;
+        check_run(seed, n, workers, kills, 1, 0.05, true, false)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_dags_with_releases_cancels_and_resubmission(
+        seed in any::<u64>(), n in 1usize..40, workers in 1usize..4, kills in 0usize..2,
+    ) {
+        check_run(seed, n, workers, kills, 1, 0.02, true, true)?;
     }
 }
 
@@ -142,7 +167,7 @@ proptest! {
 fn properties_exercise_stealing() {
     let mut steals = 0;
     for seed in 0..40 {
-        steals += check_run(seed, 60, 3, 1, 1, 0.0, false).unwrap();
+        steals += check_run(seed, 60, 3, 1, 1, 0.0, false, false).unwrap();
     }
     assert!(steals > 0);
 }

@@ -14,7 +14,7 @@ pub use graphs::*;
 pub use quality::{QualityRow, format_quality, quality_policies, quality_shapes, quality_table};
 pub use rng::SimRng;
 
-use crate::collections::{FxHashMap, FxHashSet};
+use crate::collections::FxHashMap;
 use crate::{
     ClientId, Config, Core, Input, Micros, Output, Priority, RunTask, TaskKey, TaskSpec, WorkerId,
 };
@@ -157,6 +157,7 @@ enum Event {
     Kill(usize),
     Join(WorkerSpec),
     Submit(ClientId, Vec<TaskSpec>, Vec<TaskKey>),
+    Release(ClientId, Vec<TaskKey>, bool),
 }
 
 #[derive(Debug)]
@@ -192,9 +193,13 @@ pub struct Sim {
     workers: Vec<SimWorker>,
     by_id: FxHashMap<WorkerId, usize>,
     costs: FxHashMap<TaskKey, Cost>,
-    wants: FxHashSet<(ClientId, TaskKey)>,
-    wanted_keys: FxHashSet<TaskKey>,
+    /// Wanted keys per client, with whether delivery is pending.
+    wants: FxHashMap<(ClientId, TaskKey), bool>,
+    /// How many clients want each key.
+    wanted_keys: FxHashMap<TaskKey, u32>,
     running_anywhere: FxHashMap<TaskKey, u32>,
+    /// Last delivery time per (worker, towards the worker?) link.
+    links: FxHashMap<(usize, bool), Micros>,
     next_worker: u64,
     attempts: u64,
     rng: SimRng,
@@ -214,9 +219,10 @@ impl Sim {
             workers: Vec::new(),
             by_id: FxHashMap::default(),
             costs: FxHashMap::default(),
-            wants: FxHashSet::default(),
-            wanted_keys: FxHashSet::default(),
+            wants: FxHashMap::default(),
+            wanted_keys: FxHashMap::default(),
             running_anywhere: FxHashMap::default(),
+            links: FxHashMap::default(),
             next_worker: 1,
             attempts: 0,
             rng: SimRng::new(cfg.seed),
@@ -254,6 +260,23 @@ impl Sim {
         }
         let specs = graph.tasks.iter().map(|t| t.spec.clone()).collect();
         self.push(at, Event::Submit(client, specs, graph.wants.clone()));
+    }
+
+    /// `client` releases (or cancels) `keys` at time `at`.
+    pub fn release_at(&mut self, at: Micros, client: ClientId, keys: Vec<TaskKey>, cancel: bool) {
+        self.push(at, Event::Release(client, keys, cancel));
+    }
+
+    /// Keys `client` wants now (delivered or not).
+    pub fn wanted_by(&self, client: ClientId) -> Vec<TaskKey> {
+        let mut v: Vec<_> = self
+            .wants
+            .keys()
+            .filter(|(c, _)| *c == client)
+            .map(|(_, k)| *k)
+            .collect();
+        v.sort();
+        v
     }
 
     /// Kills the `index`-th worker (in join order) at time `at`.
@@ -311,9 +334,34 @@ impl Sim {
         Ok(&self.report)
     }
 
-    fn send_to_core(&mut self, input: Input) {
+    /// Delivery time on a link: latency with jitter, but never before an earlier message on
+    /// the same link (control streams are FIFO).
+    fn link_time(&mut self, link: (usize, bool)) -> Micros {
         let d = self.delay();
-        self.push(self.now.plus(d), Event::ToCore(input));
+        let at = self.now.plus(d);
+        let last = self.links.entry(link).or_insert(Micros::ZERO);
+        *last = (*last).max(at);
+        *last
+    }
+
+    fn send_to_core(&mut self, input: Input) {
+        let from = match &input {
+            Input::WorkerLeft { worker, .. }
+            | Input::TaskFinished { worker, .. }
+            | Input::TaskErred { worker, .. }
+            | Input::Reschedule { worker, .. }
+            | Input::StealAnswer { worker, .. }
+            | Input::WorkerMemory { worker, .. } => self.by_id.get(worker).copied(),
+            _ => None,
+        };
+        let at = match from {
+            Some(i) => self.link_time((i, false)),
+            None => {
+                let d = self.delay();
+                self.now.plus(d)
+            }
+        };
+        self.push(at, Event::ToCore(input));
     }
 
     fn process(&mut self, event: Event) {
@@ -325,8 +373,13 @@ impl Sim {
             }
             Event::Submit(client, tasks, wants) => {
                 for k in &wants {
-                    self.wants.insert((client, *k));
-                    self.wanted_keys.insert(*k);
+                    if !self.wants.contains_key(&(client, *k)) {
+                        self.wants.insert((client, *k), true);
+                        *self.wanted_keys.entry(*k).or_default() += 1;
+                        // Deliveries are counted per want.
+                        self.report.done.remove(&(client, *k));
+                        self.report.erred.remove(&(client, *k));
+                    }
                 }
                 if let Err(e) = self.core.handle(
                     self.now,
@@ -336,6 +389,26 @@ impl Sim {
                         wants,
                     },
                 ) {
+                    self.report.core_errors.push(e.to_string());
+                }
+            }
+            Event::Release(client, keys, cancel) => {
+                for k in &keys {
+                    if self.wants.remove(&(client, *k)).is_some()
+                        && let Some(n) = self.wanted_keys.get_mut(k)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.wanted_keys.remove(k);
+                        }
+                    }
+                }
+                let input = if cancel {
+                    Input::Cancel { client, keys }
+                } else {
+                    Input::Release { client, keys }
+                };
+                if let Err(e) = self.core.handle(self.now, input) {
                     self.report.core_errors.push(e.to_string());
                 }
             }
@@ -414,7 +487,7 @@ impl Sim {
                 Output::RunTask(r) => Some(r.worker),
                 Output::ReleaseChunk { worker, key } => {
                     // Releasing the last copy of a key a client still wants is a bug.
-                    if self.wanted_keys.contains(key)
+                    if self.wanted_keys.contains_key(key)
                         && self.core.phase(key) != Some(crate::Phase::Memory)
                     {
                         self.report.wanted_released += 1;
@@ -426,10 +499,16 @@ impl Sim {
                 }
                 Output::TaskDone { client, key, .. } => {
                     *self.report.done.entry((*client, *key)).or_default() += 1;
+                    if let Some(p) = self.wants.get_mut(&(*client, *key)) {
+                        *p = false;
+                    }
                     None
                 }
                 Output::TaskErred { client, key, error } => {
                     self.report.erred.insert((*client, *key), error.origin());
+                    if let Some(p) = self.wants.get_mut(&(*client, *key)) {
+                        *p = false;
+                    }
                     None
                 }
                 Output::TaskCancelled { .. } | Output::TaskForgotten { .. } => None,
@@ -441,8 +520,8 @@ impl Sim {
             if let Some(id) = target
                 && let Some(&i) = self.by_id.get(&id)
             {
-                let d = self.delay();
-                self.push(self.now.plus(d), Event::ToWorker(i, out));
+                let at = self.link_time((i, true));
+                self.push(at, Event::ToWorker(i, out));
             }
         }
     }
@@ -619,8 +698,8 @@ impl Sim {
         let mut v: Vec<_> = self
             .wants
             .iter()
-            .filter(|w| !self.report.done.contains_key(*w) && !self.report.erred.contains_key(*w))
-            .copied()
+            .filter(|(_, pending)| **pending)
+            .map(|(w, _)| *w)
             .collect();
         v.sort();
         v
