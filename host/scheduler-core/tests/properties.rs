@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use taskhost_scheduler_core::sim::*;
 use taskhost_scheduler_core::*;
 
-fn check_run(
+/// One random scenario.
+#[derive(Clone, Copy)]
+struct Scenario {
     seed: u64,
     n: usize,
     workers: usize,
@@ -15,7 +17,19 @@ fn check_run(
     fail_rate: f64,
     two_clients: bool,
     releases: bool,
-) -> Result<u64, TestCaseError> {
+}
+
+fn check_run(sc: Scenario) -> Result<u64, TestCaseError> {
+    let Scenario {
+        seed,
+        n,
+        workers,
+        kills,
+        joins,
+        fail_rate,
+        two_clients,
+        releases,
+    } = sc;
     let mut rng = SimRng::new(seed);
     let graph = random_dag(&mut rng, n, 3, fail_rate);
     let specs = (0..workers)
@@ -134,21 +148,21 @@ proptest! {
 
     #[test]
     fn random_dags_without_failures(seed in any::<u64>(), n in 1usize..50, workers in 1usize..5) {
-        check_run(seed, n, workers, 0, 0, 0.0, false, false)?;
+        check_run(Scenario { seed, n, workers, kills: 0, joins: 0, fail_rate: 0.0, two_clients: false, releases: false })?;
     }
 
     #[test]
     fn random_dags_with_deaths_and_joins(
         seed in any::<u64>(), n in 1usize..50, workers in 1usize..5, kills in 0usize..4, joins in 0usize..3,
     ) {
-        check_run(seed, n, workers, kills, joins, 0.0, false, false)?;
+        check_run(Scenario { seed, n, workers, kills, joins, fail_rate: 0.0, two_clients: false, releases: false })?;
     }
 
     #[test]
     fn random_dags_with_task_errors_and_two_clients(
         seed in any::<u64>(), n in 2usize..40, workers in 1usize..4, kills in 0usize..2,
     ) {
-        check_run(seed, n, workers, kills, 1, 0.05, true, false)?;
+        check_run(Scenario { seed, n, workers, kills, joins: 1, fail_rate: 0.05, two_clients: true, releases: false })?;
     }
 }
 
@@ -159,7 +173,7 @@ proptest! {
     fn random_dags_with_releases_cancels_and_resubmission(
         seed in any::<u64>(), n in 1usize..40, workers in 1usize..4, kills in 0usize..2,
     ) {
-        check_run(seed, n, workers, kills, 1, 0.02, true, true)?;
+        check_run(Scenario { seed, n, workers, kills, joins: 1, fail_rate: 0.02, two_clients: true, releases: true })?;
     }
 }
 
@@ -167,7 +181,17 @@ proptest! {
 fn properties_exercise_stealing() {
     let mut steals = 0;
     for seed in 0..40 {
-        steals += check_run(seed, 60, 3, 1, 1, 0.0, false, false).unwrap();
+        steals += check_run(Scenario {
+            seed,
+            n: 60,
+            workers: 3,
+            kills: 1,
+            joins: 1,
+            fail_rate: 0.0,
+            two_clients: false,
+            releases: false,
+        })
+        .unwrap();
     }
     assert!(steals > 0);
 }
