@@ -120,36 +120,39 @@ async fn quic_bulk(
 
 fn tcp_server() -> SocketAddr {
     let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            let data = chunk();
-            while let Ok((mut sock, _)) = listener.accept().await {
-                sock.set_nodelay(true).expect("nodelay");
-                let data = data.clone();
-                tokio::spawn(async move {
-                    let mut req = [0u8; 9];
-                    while sock.read_exact(&mut req).await.is_ok() {
-                        if req[0] == 0 {
-                            // Bulk: 8-byte length, then the chunk.
-                            let mut msg = (data.len() as u64).to_le_bytes().to_vec();
-                            msg.extend_from_slice(&data);
-                            if sock.write_all(&msg).await.is_err() {
+    std::thread::Builder::new()
+        .name("tcp-server".into())
+        .spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let data = chunk();
+                while let Ok((mut sock, _)) = listener.accept().await {
+                    sock.set_nodelay(true).expect("nodelay");
+                    let data = data.clone();
+                    tokio::spawn(async move {
+                        let mut req = [0u8; 9];
+                        while sock.read_exact(&mut req).await.is_ok() {
+                            if req[0] == 0 {
+                                // Bulk: 8-byte length, then the chunk.
+                                let mut msg = (data.len() as u64).to_le_bytes().to_vec();
+                                msg.extend_from_slice(&data);
+                                if sock.write_all(&msg).await.is_err() {
+                                    break;
+                                }
+                            } else if sock.write_all(&req).await.is_err() {
+                                // Ping: echo.
                                 break;
                             }
-                        } else if sock.write_all(&req).await.is_err() {
-                            // Ping: echo.
-                            break;
                         }
-                    }
-                });
-            }
-        });
-    });
+                    });
+                }
+            });
+        })
+        .expect("thread");
     rx.recv().expect("server address")
 }
 
@@ -195,6 +198,47 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds per thread name, from `/proc/self/task/*/stat`.
+fn thread_cpu() -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// The largest per-thread CPU use between two snapshots, in CPU-seconds per GB moved.
+fn busiest_thread(before: &std::collections::HashMap<String, f64>, bytes: f64) -> (String, f64) {
+    let after = thread_cpu();
+    after
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                (t - before.get(name).copied().unwrap_or(0.0)) / (bytes / 1e9),
+            )
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or_default()
+}
+
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -212,7 +256,13 @@ fn main() {
     let pings = env_usize("NET_BENCH_PINGS", 20_000).max(100);
     let token = ClusterToken::generate().expect("token");
 
-    let tuned = TransportSettings::default();
+    let mut tuned = TransportSettings::default();
+    if let Some(mtu) = std::env::var("NET_BENCH_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tuned.max_udp_payload = mtu;
+    }
     let untuned = TransportSettings {
         socket_buffer: 208 * 1024,
         max_udp_payload: 1452,
@@ -261,9 +311,11 @@ fn main() {
             };
             for &(parallel, segments) in variants {
                 let cpu0 = cpu_seconds();
+                let threads0 = thread_cpu();
                 let gbps =
                     median(repeat(runs, || quic_bulk(&conn, total, parallel, segments)).await);
                 let cpu = (cpu_seconds() - cpu0) / (runs as f64 * total as f64 / 1e9);
+                let (thread, busiest) = busiest_thread(&threads0, runs as f64 * total as f64);
                 if name.starts_with("tuned (") && parallel == 1 && !segments {
                     quic_seq_tuned = gbps;
                 }
@@ -273,6 +325,10 @@ fn main() {
                         if segments { ", zero-copy segments" } else { "" }
                     ),
                     format!("{gbps:.2} GB/s, {cpu:.2} CPU-s/GB"),
+                ));
+                rows.push((
+                    format!("  busiest thread ({thread}): CPU-s/GB, ceiling at 1 core per side"),
+                    format!("{busiest:.2}, {:.2} GB/s", 1.0 / busiest),
                 ));
             }
             let stats = conn.quinn().stats();
@@ -292,14 +348,20 @@ fn main() {
         tcp_bulk(&mut sock, 8 * CHUNK).await;
         let mut v = Vec::new();
         let cpu0 = cpu_seconds();
+        let threads0 = thread_cpu();
         for _ in 0..runs {
             v.push(tcp_bulk(&mut sock, total).await);
         }
         let cpu = (cpu_seconds() - cpu0) / (runs as f64 * total as f64 / 1e9);
+        let (thread, busiest) = busiest_thread(&threads0, runs as f64 * total as f64);
         tcp_seq = median(v);
         rows.push((
             "TCP (plain, no TLS), 1 fetch in flight".into(),
             format!("{tcp_seq:.2} GB/s, {cpu:.2} CPU-s/GB"),
+        ));
+        rows.push((
+            format!("  busiest thread ({thread}): CPU-s/GB, ceiling at 1 core per side"),
+            format!("{busiest:.2}, {:.2} GB/s", 1.0 / busiest),
         ));
         rows.push((
             "memcpy of 8 MiB (reference)".into(),

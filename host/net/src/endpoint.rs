@@ -194,7 +194,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A client endpoint on an ephemeral port of `0.0.0.0`.
+    /// A client endpoint on an ephemeral port of `0.0.0.0`. Call within a tokio runtime.
     pub fn client(settings: TransportSettings) -> Result<Self, NetError> {
         Self::client_bound(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), settings)
     }
@@ -309,6 +309,20 @@ impl Endpoint {
             .close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint shut down");
         self.inner.wait_idle().await;
     }
+}
+
+/// Connects from a fresh client endpoint (ephemeral UDP port, default transport settings).
+///
+/// A process making many connections should keep one [`Endpoint`] (or use its listener's) and
+/// call [`Endpoint::connect`] instead, to share one socket.
+pub async fn connect(
+    addr: SocketAddr,
+    credentials: &Credentials,
+    role: Role,
+) -> Result<Established, NetError> {
+    Endpoint::client(TransportSettings::default())?
+        .connect(addr, credentials, role)
+        .await
 }
 
 /// Reads one frame of at most [`MAX_HELLO_FRAME`] bytes, keeping any bytes after it.
@@ -458,7 +472,8 @@ impl Drop for Listener {
 const MAX_PENDING_HANDSHAKES: usize = 256;
 
 impl Listener {
-    /// Binds `addr` (port 0 for an ephemeral port) and starts accepting.
+    /// Binds `addr` (port 0 for an ephemeral port) and starts accepting (within the current
+    /// tokio runtime).
     pub async fn bind(addr: SocketAddr, config: ListenerConfig) -> Result<Self, NetError> {
         let tls = tls::server_config(&config.identity)?;
         let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;

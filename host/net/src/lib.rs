@@ -59,7 +59,7 @@ pub use control::{ControlOptions, ControlStream, Receiver, Sender, SenderStats};
 mod tests;
 pub use endpoint::{
     CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_REJECTED, Connection, Endpoint, Established,
-    Listener, ListenerConfig, TransportSettings,
+    Listener, ListenerConfig, TransportSettings, connect,
 };
 pub use error::NetError;
 pub use identity::{

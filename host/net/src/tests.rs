@@ -263,7 +263,7 @@ async fn worker_peers_authenticate_each_other() {
         .await
         .unwrap();
     let addr = peer.local_addr().unwrap();
-    let est = bounded(client().connect(addr, &Credentials::peer(token.clone()), Role::Peer))
+    let est = bounded(connect(addr, &Credentials::peer(token.clone()), Role::Peer))
         .await
         .unwrap();
     assert_eq!(est.connection.peer_role(), Role::Peer);
