@@ -27,11 +27,25 @@ impl Core {
             .reserve(specs.len(), |&x| Self::hash_key(&tasks[x as usize].key));
         let mut sources: Vec<usize> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            if self.lookup(&spec.key).is_some() {
-                self.stats.tasks_reused += 1;
-                continue;
+            // One probe finds an existing task or claims the slot the new one will take.
+            let next = self.free.last().copied().unwrap_or(self.tasks.len() as Tid);
+            let tasks = &self.tasks;
+            let entry = self.index.entry(
+                Self::hash_key(&spec.key),
+                |&x| tasks[x as usize].key == spec.key,
+                |&x| Self::hash_key(&tasks[x as usize].key),
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    self.stats.tasks_reused += 1;
+                    continue;
+                }
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(next);
+                }
             }
             let t = self.create_task(spec, generation);
+            debug_assert_eq!(t, next);
             created.push(t);
             sources.push(i);
         }
@@ -97,6 +111,7 @@ impl Core {
         Ok(())
     }
 
+    /// Fills the next free slot (the caller already indexed it).
     fn create_task(&mut self, spec: &TaskSpec, generation: u32) -> Tid {
         let func = self.intern(spec);
         let extra = (!spec.restrictions.is_empty() || spec.annotations.is_some()).then(|| {
@@ -138,11 +153,6 @@ impl Core {
                 (self.tasks.len() - 1) as Tid
             }
         };
-        let tasks = &self.tasks;
-        self.index
-            .insert_unique(Self::hash_key(&spec.key), t, |&x| {
-                Self::hash_key(&tasks[x as usize].key)
-            });
         self.live_tasks += 1;
         t
     }
