@@ -279,6 +279,16 @@ impl Core {
         self.fns[f as usize].duration
     }
 
+    /// The measured output size estimate of a function, in bytes.
+    pub fn output_size_estimate(
+        &self,
+        module: &taskhost_proto::ModuleId,
+        function: &str,
+    ) -> Option<f64> {
+        let f = *self.fn_index.get(module)?.get(function)?;
+        self.fns[f as usize].nbytes
+    }
+
     /// The current bandwidth estimate, in bytes per microsecond.
     pub fn bandwidth_estimate(&self) -> f64 {
         self.bandwidth

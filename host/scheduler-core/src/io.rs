@@ -171,21 +171,13 @@ pub enum TaskFailure {
         /// How many workers died.
         deaths: u8,
     },
-    /// No live worker satisfies its restrictions (reported only when it cannot wait).
-    #[error("task {origin:?} cannot run: no worker satisfies its restrictions")]
-    Unrunnable {
-        /// The task.
-        origin: TaskKey,
-    },
 }
 
 impl TaskFailure {
     /// The task where the failure started.
     pub fn origin(&self) -> TaskKey {
         match self {
-            TaskFailure::Failed { origin, .. }
-            | TaskFailure::Suspect { origin, .. }
-            | TaskFailure::Unrunnable { origin } => *origin,
+            TaskFailure::Failed { origin, .. } | TaskFailure::Suspect { origin, .. } => *origin,
         }
     }
 }

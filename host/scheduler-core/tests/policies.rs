@@ -333,3 +333,32 @@ fn chunks_are_released_when_nobody_needs_them() {
             .any(|o| matches!(o, Output::TaskDone { key, .. } if *key == b.key))
     );
 }
+
+#[test]
+fn workers_over_their_memory_threshold_are_paused_and_resumed_in_the_simulator() {
+    // Many 1 MB outputs summed in groups; one worker has room for only a few chunks, so it
+    // pauses, the others take the work, and it resumes once its chunks are consumed.
+    let g = map_reduce(64, 8, Micros(1000), 1 << 20);
+    let small = WorkerSpec {
+        slots: 2,
+        memory: 4 << 20,
+        bandwidth: 1000.0,
+    };
+    let big = WorkerSpec {
+        slots: 2,
+        memory: 1 << 40,
+        bandwidth: 1000.0,
+    };
+    let mut sim = Sim::new(SimConfig {
+        workers: vec![small, big, big],
+        ..SimConfig::default()
+    });
+    sim.submit_at(Micros(0), ClientId(1), &g);
+    let r = sim.drive().unwrap().clone();
+    assert!(sim.undelivered().is_empty());
+    assert!(r.pauses > 0, "the small worker never paused");
+    assert!(
+        sim.core.is_paused(WorkerId(1)) == Some(false),
+        "the small worker stayed paused"
+    );
+}
