@@ -326,7 +326,6 @@ async fn many_small_messages_are_batched() {
         assert_eq!(m, &Msg::Ping(i as u64));
     }
     let stats = tx.stats();
-    eprintln!("{stats:?}");
     assert_eq!(stats.messages, N);
     assert!(
         stats.writes * 20 < N,

@@ -1,0 +1,115 @@
+//! Runtime benchmark: cold load (compile), artifact load, warm instantiate+call latency with a
+//! fresh instance per task, and 8 MiB argument/result throughput. Prints a Markdown table.
+//!
+//! Run with `RUST_BACKTRACE=0 cargo bench -p taskhost-runtime`.
+
+use std::time::{Duration, Instant};
+
+use taskhost_guest_artifacts::EXAMPLE_GUEST;
+use taskhost_runtime::{Limits, Runtime, RuntimeConfig};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} us", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let bytes = taskhost_guest_artifacts::read(EXAMPLE_GUEST);
+    let limits = Limits::default();
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // Cold load: compile the component in a fresh data directory.
+    let mut compiles = Vec::new();
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(RuntimeConfig::new(dir.path())).unwrap();
+        let id = runtime.put(&bytes).unwrap();
+        let started = Instant::now();
+        runtime.prepare(&id).unwrap();
+        compiles.push(started.elapsed());
+        assert_eq!(runtime.stats().compilations, 1);
+        drop(runtime);
+        // Warm restart: load the compiled artifact from disk.
+        let runtime = Runtime::new(RuntimeConfig::new(dir.path())).unwrap();
+        let started = Instant::now();
+        runtime.prepare(&id).unwrap();
+        loads.push(started.elapsed());
+        assert_eq!(runtime.stats().compilations, 0);
+    }
+    compiles.sort();
+    loads.sort();
+    rows.push((
+        format!("cold load (compile), {} KiB component", bytes.len() / 1024),
+        format!("median {}", ms(percentile(&compiles, 0.5))),
+        format!("min {}", ms(compiles[0])),
+    ));
+    rows.push((
+        "restart load (deserialize cached artifact)".into(),
+        format!("median {}", us(percentile(&loads, 0.5))),
+        format!("min {}", us(loads[0])),
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig::new(dir.path())).unwrap();
+    let id = runtime.put(&bytes).unwrap();
+    runtime.prepare(&id).unwrap();
+
+    // Warm instantiate + call, a fresh instance per task.
+    for (function, args) in [
+        ("noop", vec![]),
+        ("inc", vec![postcard::to_allocvec(&41i64).unwrap()]),
+    ] {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        for _ in 0..2000 {
+            runtime.execute(&id, function, &args, &limits).unwrap();
+        }
+        let mut samples = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            let started = Instant::now();
+            runtime.execute(&id, function, &args, &limits).unwrap();
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        rows.push((
+            format!("warm instantiate + call `{function}` (fresh instance per task)"),
+            format!("median {}", us(percentile(&samples, 0.5))),
+            format!("p99 {}", us(percentile(&samples, 0.99))),
+        ));
+    }
+
+    // Throughput: 8 MiB in, the same 8 MiB back out.
+    let payload: Vec<u8> = (0..8 << 20).map(|i: u32| i as u8).collect();
+    for _ in 0..5 {
+        runtime.execute(&id, "echo", &[&payload], &limits).unwrap();
+    }
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let out = runtime.execute(&id, "echo", &[&payload], &limits).unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(out.len(), payload.len());
+    }
+    samples.sort();
+    let median = percentile(&samples, 0.5);
+    let gbps = payload.len() as f64 / median.as_secs_f64() / 1e9;
+    rows.push((
+        "`echo` 8 MiB in and out (fresh instance per task)".into(),
+        format!("median {}", ms(median)),
+        format!("{gbps:.2} GB/s each way ({:.2} GB/s in+out)", 2.0 * gbps),
+    ));
+
+    println!("| measurement | result | detail |");
+    println!("|---|---|---|");
+    for (what, result, detail) in rows {
+        println!("| {what} | {result} | {detail} |");
+    }
+}

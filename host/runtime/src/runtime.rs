@@ -1,0 +1,620 @@
+//! The runtime: one engine, a cache of ready-to-instantiate modules, and task execution.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use taskhost_proto::ModuleId;
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+use crate::bindings::{self, TaskModule, TaskModulePre};
+use crate::error::{RuntimeError, TaskError, chain_text};
+use crate::sandbox::{OutputBounds, TaskState};
+use crate::store::{ModuleStore, write_atomically};
+
+/// The name of the interface task modules export.
+const TASKS_INTERFACE: &str = "taskhost:task/tasks@0.1.0";
+
+/// How much of the guest's stderr a trap message quotes.
+const STDERR_TAIL: usize = 1024;
+
+/// Settings of a [`Runtime`], fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The data directory: modules go to `<dir>/modules`, compiled artifacts to
+    /// `<dir>/artifacts/<engine fingerprint>`.
+    pub data_dir: PathBuf,
+    /// How many component instances may be alive at once (the size of the pooling allocator).
+    /// Each running task holds one; a task started beyond this fails with
+    /// [`RuntimeError::PoolExhausted`]. Size it to the number of execution slots plus a margin.
+    pub max_instances: u32,
+    /// The largest memory cap any task may be given, in bytes (at most 4 GiB). Each pool slot
+    /// reserves this much address space (not memory).
+    pub max_memory: u64,
+    /// Whether fuel metering is compiled in. Without it, [`Limits::fuel`] must be `None`.
+    pub fuel_metering: bool,
+    /// How often the epoch ticker thread checks running tasks' deadlines.
+    pub epoch_tick: Duration,
+    /// How many bytes of stdout and of stderr a task may write; the rest is dropped.
+    pub stdio_limit: usize,
+    /// How many records a task may log through the `host` interface.
+    pub log_records: usize,
+    /// How many bytes (messages and fields) a task may log through the `host` interface.
+    pub log_bytes: usize,
+    /// How many bytes of each linear memory stay resident (reset in place rather than
+    /// unmapped) when an instance slot is reused; this is what makes instantiation cheap.
+    pub memory_keep_resident: usize,
+}
+
+impl RuntimeConfig {
+    /// The default settings, with data under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            max_instances: 100,
+            max_memory: 4 << 30,
+            fuel_metering: true,
+            epoch_tick: Duration::from_millis(10),
+            stdio_limit: 64 * 1024,
+            log_records: 1000,
+            log_bytes: 256 * 1024,
+            memory_keep_resident: 1 << 20,
+        }
+    }
+}
+
+/// Per-task limits, checked by the runtime while the task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The wall-clock time the task may take, counted from the start of the call (after the
+    /// module is loaded). Past it the task is interrupted with
+    /// [`RuntimeError::DeadlineExceeded`].
+    pub timeout: Duration,
+    /// The most linear memory, in bytes, the task's instance may use in total.
+    pub memory: u64,
+    /// The fuel (roughly, wasm instructions) the task may consume, or `None` for no limit.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    /// One minute, 256 MiB, no fuel limit.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            memory: 256 << 20,
+            fuel: None,
+        }
+    }
+}
+
+/// One task function a module exports, as the module describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// The name the function is called by, such as `add`.
+    pub name: String,
+    /// A short human description.
+    pub doc: String,
+    /// The signature as the guest declares it, such as `add(a: f64, b: f64) -> f64`.
+    pub signature: String,
+}
+
+/// Counters of what a [`Runtime`] has done since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Modules compiled from their bytes (a cache miss of the artifact cache).
+    pub compilations: u64,
+    /// Modules loaded from a compiled artifact on disk.
+    pub artifact_loads: u64,
+    /// Task attempts started (instances created).
+    pub instantiations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    compilations: AtomicU64,
+    artifact_loads: AtomicU64,
+    instantiations: AtomicU64,
+}
+
+/// A module ready to instantiate.
+struct Loaded {
+    pre: TaskModulePre<TaskState>,
+    instance_pre: InstancePre<TaskState>,
+    call: ComponentExportIndex,
+    short: String,
+}
+
+/// Returned by the epoch callback when the wall-clock deadline has passed.
+#[derive(Debug)]
+struct DeadlineReached;
+
+impl std::fmt::Display for DeadlineReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline reached")
+    }
+}
+
+impl std::error::Error for DeadlineReached {}
+
+/// The sandboxed task runtime of one process: a module store, one shared wasmtime `Engine`,
+/// compiled modules cached on disk and in memory, and task execution with per-task limits.
+///
+/// `Runtime` is `Send + Sync`; share it in an `Arc`. [`Runtime::execute`] is synchronous and
+/// CPU-bound: call it from blocking threads (one per execution slot, or
+/// `tokio::task::spawn_blocking`), never directly on an async executor.
+pub struct Runtime {
+    config: RuntimeConfig,
+    engine: Engine,
+    linker: Linker<TaskState>,
+    store: ModuleStore,
+    artifacts_dir: PathBuf,
+    fingerprint: String,
+    loaded: RwLock<HashMap<ModuleId, Arc<Loaded>>>,
+    loading: Mutex<HashMap<ModuleId, Arc<Mutex<()>>>>,
+    counters: Counters,
+    bounds: OutputBounds,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.config.data_dir)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime with the default settings and its data under `data_dir`.
+    pub fn open(data_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::new(RuntimeConfig::new(data_dir))
+    }
+
+    /// Creates the engine (and its epoch ticker thread) and opens the data directory.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        if config.max_memory > 4 << 30 {
+            return Err(RuntimeError::InvalidLimits(format!(
+                "max_memory {} exceeds 4 GiB, the largest 32-bit linear memory",
+                config.max_memory
+            )));
+        }
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+            RuntimeError::Internal(format!("creating the engine: {}", chain_text(&e)))
+        })?;
+        let fingerprint = engine_fingerprint(&engine);
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Internal(format!("linking WASI: {}", chain_text(&e))))?;
+        TaskModule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(|e| {
+            RuntimeError::Internal(format!("linking the host interface: {}", chain_text(&e)))
+        })?;
+
+        let store = ModuleStore::open(&config.data_dir)?;
+        let artifacts_dir = config.data_dir.join("artifacts").join(&fingerprint);
+        std::fs::create_dir_all(&artifacts_dir)
+            .map_err(|e| RuntimeError::io(format!("creating {}", artifacts_dir.display()), e))?;
+        let ticker = Ticker::start(&engine, config.epoch_tick)?;
+        let bounds = OutputBounds {
+            stream_bytes: config.stdio_limit,
+            log_records: config.log_records,
+            log_bytes: config.log_bytes,
+        };
+        Ok(Self {
+            config,
+            engine,
+            linker,
+            store,
+            artifacts_dir,
+            fingerprint,
+            loaded: RwLock::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            bounds,
+            _ticker: ticker,
+        })
+    }
+
+    /// The settings this runtime was created with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The content-addressed module store.
+    pub fn modules(&self) -> &ModuleStore {
+        &self.store
+    }
+
+    /// Validates and stores module bytes; see [`ModuleStore::put`].
+    pub fn put(&self, bytes: &[u8]) -> Result<ModuleId, RuntimeError> {
+        self.store.put(bytes)
+    }
+
+    /// Stores module bytes received under `id`; see [`ModuleStore::put_with_id`].
+    pub fn put_with_id(&self, id: &ModuleId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.store.put_with_id(id, bytes)
+    }
+
+    /// A short hash of the engine settings that compiled artifacts depend on; artifacts are
+    /// cached under it.
+    pub fn engine_fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// What this runtime has done so far.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            compilations: self.counters.compilations.load(Ordering::Relaxed),
+            artifact_loads: self.counters.artifact_loads.load(Ordering::Relaxed),
+            instantiations: self.counters.instantiations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes the module `id` ready to run: loads its compiled artifact from disk, or compiles
+    /// it (and writes the artifact) if there is none. [`Runtime::execute`] does this on first
+    /// use; calling it ahead of time takes the compilation off the first task's path.
+    pub fn prepare(&self, id: &ModuleId) -> Result<(), RuntimeError> {
+        self.load(id).map(|_| ())
+    }
+
+    /// Whether the module `id` is loaded in memory, ready to instantiate.
+    pub fn is_prepared(&self, id: &ModuleId) -> bool {
+        self.loaded.read().contains_key(id)
+    }
+
+    fn load(&self, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
+        if let Some(loaded) = self.loaded.read().get(id) {
+            return Ok(loaded.clone());
+        }
+        // One loader per module; loads of different modules proceed in parallel.
+        let slot = self.loading.lock().entry(*id).or_default().clone();
+        let _guard = slot.lock();
+        if let Some(loaded) = self.loaded.read().get(id) {
+            return Ok(loaded.clone());
+        }
+        let result = self.load_uncached(id);
+        if let Ok(loaded) = &result {
+            self.loaded.write().insert(*id, loaded.clone());
+        }
+        self.loading.lock().remove(id);
+        result
+    }
+
+    fn load_uncached(&self, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
+        let component = self.component(id)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            RuntimeError::InvalidComponent(format!(
+                "the component cannot run in the taskhost sandbox: {}",
+                chain_text(&e)
+            ))
+        })?;
+        let pre = TaskModulePre::new(instance_pre.clone()).map_err(|e| {
+            RuntimeError::InvalidComponent(format!(
+                "the component does not export the {TASKS_INTERFACE} interface: {}",
+                chain_text(&e)
+            ))
+        })?;
+        let call = component
+            .get_export_index(None, TASKS_INTERFACE)
+            .and_then(|tasks| component.get_export_index(Some(&tasks), "call"))
+            .ok_or_else(|| {
+                RuntimeError::InvalidComponent(format!(
+                    "the component does not export {TASKS_INTERFACE}#call"
+                ))
+            })?;
+        Ok(Arc::new(Loaded {
+            pre,
+            instance_pre,
+            call,
+            short: id.short(),
+        }))
+    }
+
+    fn artifact_path(&self, id: &ModuleId) -> PathBuf {
+        self.artifacts_dir.join(format!("{id}.cwasm"))
+    }
+
+    fn component(&self, id: &ModuleId) -> Result<Component, RuntimeError> {
+        let artifact = self.artifact_path(id);
+        if artifact.is_file() {
+            match deserialize_artifact(&self.engine, &artifact) {
+                Ok(component) => {
+                    self.counters.artifact_loads.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(module = %id.short(), "loaded compiled artifact");
+                    return Ok(component);
+                }
+                Err(e) => tracing::warn!(
+                    module = %id.short(),
+                    "ignoring unusable compiled artifact {}: {}",
+                    artifact.display(),
+                    chain_text(&e)
+                ),
+            }
+        }
+        let bytes = self.store.get(id)?;
+        let started = Instant::now();
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| RuntimeError::InvalidComponent(chain_text(&e)))?;
+        self.counters.compilations.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(module = %id.short(), elapsed = ?started.elapsed(), "compiled module");
+        match component.serialize() {
+            Ok(serialized) => {
+                if let Err(e) = write_atomically(&artifact, &serialized) {
+                    tracing::warn!(module = %id.short(), "cannot cache the compiled artifact: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(
+                module = %id.short(),
+                "cannot serialize the compiled module: {}",
+                chain_text(&e)
+            ),
+        }
+        Ok(component)
+    }
+
+    /// Lists the task functions the module `id` exports (by calling its `functions` export
+    /// in a fresh sandbox with default limits).
+    pub fn describe(&self, id: &ModuleId) -> Result<Vec<FunctionInfo>, RuntimeError> {
+        let loaded = self.load(id)?;
+        let limits = Limits::default();
+        let mut store = self.new_store(&loaded, "functions", &limits)?;
+        let result = loaded
+            .pre
+            .instantiate(&mut store)
+            .and_then(|module| module.taskhost_task_tasks().call_functions(&mut store));
+        let outcome = match result {
+            Ok(functions) => Ok(functions
+                .into_iter()
+                .map(|f| FunctionInfo {
+                    name: f.name,
+                    doc: f.doc,
+                    signature: f.signature,
+                })
+                .collect()),
+            Err(e) => Err(self.classify(e, &store, &limits)),
+        };
+        emit_output(&store);
+        outcome
+    }
+
+    /// Runs the task function `function` of module `id` on `args` (one byte string per
+    /// argument) in a fresh instance, within `limits`, and returns its result bytes.
+    ///
+    /// Synchronous and safe to call from many threads at once. Each call gets its own store
+    /// and instance: a trap, timeout or memory cap ends this task only. The guest's stdout,
+    /// stderr and log records go to `tracing` (target `taskhost::guest`).
+    pub fn execute(
+        &self,
+        id: &ModuleId,
+        function: &str,
+        args: &[&[u8]],
+        limits: &Limits,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let loaded = self.load(id)?;
+        let mut store = self.new_store(&loaded, function, limits)?;
+        let result = loaded
+            .instance_pre
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let call = instance
+                    .get_typed_func::<(&str, &[&[u8]]), (Result<Vec<u8>, bindings::TaskError>,)>(
+                        &mut store,
+                        &loaded.call,
+                    )?;
+                let (result,) = call.call(&mut store, (function, args))?;
+                Ok(result)
+            });
+        let outcome = match result {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(bindings::TaskError::UnknownFunction(_))) => {
+                Err(RuntimeError::UnknownFunction {
+                    module: *id,
+                    function: function.to_owned(),
+                })
+            }
+            Ok(Err(bindings::TaskError::InvalidInput(message))) => {
+                Err(RuntimeError::Guest(TaskError::InvalidInput(message)))
+            }
+            Ok(Err(bindings::TaskError::Failed(message))) => {
+                Err(RuntimeError::Guest(TaskError::Failed(message)))
+            }
+            Err(e) => Err(self.classify(e, &store, limits)),
+        };
+        emit_output(&store);
+        outcome
+    }
+
+    fn new_store(
+        &self,
+        loaded: &Loaded,
+        function: &str,
+        limits: &Limits,
+    ) -> Result<Store<TaskState>, RuntimeError> {
+        if limits.memory > self.config.max_memory {
+            return Err(RuntimeError::InvalidLimits(format!(
+                "memory limit {} exceeds this runtime's maximum of {} bytes",
+                limits.memory, self.config.max_memory
+            )));
+        }
+        if limits.fuel.is_some() && !self.config.fuel_metering {
+            return Err(RuntimeError::InvalidLimits(
+                "a fuel limit was given but this runtime was created without fuel metering".into(),
+            ));
+        }
+        let task: Arc<str> = format!("{}/{function}", loaded.short).into();
+        let state = TaskState::new(task, limits.memory, self.bounds);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if self.config.fuel_metering {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| RuntimeError::Internal(chain_text(&e)))?;
+        }
+        let deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineReached))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        self.counters.instantiations.fetch_add(1, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// Turns a wasmtime error from instantiating or calling a guest into what happened.
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<TaskState>,
+        limits: &Limits,
+    ) -> RuntimeError {
+        let state = store.data();
+        tracing::debug!(task = &*state.task, "guest error: {error:?}");
+        if error.is::<DeadlineReached>() {
+            return RuntimeError::DeadlineExceeded(limits.timeout);
+        }
+        if state.limiter.refused {
+            return RuntimeError::MemoryLimitExceeded {
+                limit: limits.memory,
+            };
+        }
+        if error.is::<wasmtime::PoolConcurrencyLimitError>() {
+            return RuntimeError::PoolExhausted(chain_text(&error));
+        }
+        let mut message = match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => {
+                return RuntimeError::OutOfFuel {
+                    fuel: limits.fuel.unwrap_or(u64::MAX),
+                };
+            }
+            Some(Trap::Interrupt) => return RuntimeError::DeadlineExceeded(limits.timeout),
+            Some(trap) => trap.to_string(),
+            None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => format!("the guest called exit({})", exit.0),
+                None => chain_text(&error),
+            },
+        };
+        let stderr = state.stderr.tail(STDERR_TAIL);
+        let stderr = stderr.trim();
+        if !stderr.is_empty() {
+            message.push_str("; guest stderr: ");
+            message.push_str(stderr);
+        }
+        RuntimeError::Trap { message }
+    }
+}
+
+/// Sends a finished task's captured stdout/stderr and dropped-log count to `tracing`.
+fn emit_output(store: &Store<TaskState>) {
+    let state = store.data();
+    let task = &*state.task;
+    for (stream, capture) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let (bytes, dropped) = capture.take();
+        if bytes.is_empty() && dropped == 0 {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end();
+        if dropped > 0 {
+            tracing::info!(target: "taskhost::guest", task, stream, dropped, "{text}");
+        } else {
+            tracing::info!(target: "taskhost::guest", task, stream, "{text}");
+        }
+    }
+    if state.log.dropped > 0 {
+        tracing::warn!(
+            target: "taskhost::guest",
+            task,
+            dropped = state.log.dropped,
+            "the task logged more than allowed; records dropped"
+        );
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let instances = config.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        // A component holds several core instances (its module plus adapter shims) but usually
+        // one memory and a few tables.
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .max_memory_size(config.max_memory as usize)
+        .linear_memory_keep_resident(config.memory_keep_resident)
+        .table_keep_resident(64 * 1024)
+        .pagemap_scan(Enabled::Auto);
+    let mut engine = Config::new();
+    engine
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(true)
+        .epoch_interruption(true)
+        .consume_fuel(config.fuel_metering)
+        .parallel_compilation(true)
+        // Fixed rather than read from WASMTIME_BACKTRACE_DETAILS, so that the engine
+        // fingerprint does not depend on the environment.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    engine
+}
+
+/// A short, stable hash of the engine settings compiled code depends on.
+fn engine_fingerprint(engine: &Engine) -> String {
+    struct Blake3(blake3::Hasher);
+    impl std::hash::Hasher for Blake3 {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            let hash = self.0.finalize();
+            u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
+        }
+    }
+    use std::hash::Hash;
+    let mut hasher = Blake3(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize().as_bytes()[..8])
+}
+
+#[allow(unsafe_code)]
+fn deserialize_artifact(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `Component::deserialize_file` trusts its input to be code wasmtime compiled.
+    // The only files under `<data-dir>/artifacts/<fingerprint>/` are ones this runtime wrote
+    // (atomically, via rename) from `Component::serialize` of an engine whose settings hash
+    // to that same fingerprint (`Engine::precompile_compatibility_hash`); wasmtime itself
+    // also checks the version and settings recorded in the artifact and rejects a mismatch.
+    // The data directory is the runtime's own, as trusted as its binary.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// The thread that advances the engine's epoch, so that running tasks check their deadlines.
+/// It stops when the engine is dropped.
+struct Ticker;
+
+impl Ticker {
+    fn start(engine: &Engine, tick: Duration) -> Result<Self, RuntimeError> {
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("taskhost-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::io("starting the epoch ticker thread", e))?;
+        Ok(Ticker)
+    }
+}
