@@ -147,7 +147,7 @@ Output::RunTask(r) => Some(match now % 11 {
                                 _ => Input::TaskFinished { worker: r.worker, key: r.key, nbytes: 10, duration: Micros(5_000) },
                             }),
 
-                            Output::StealRequest { worker, key } => Some(Input::StealAnswer { worker, key, stolen: now % 2 == 0 }),
+                            Output::StealRequest { worker, key } => Some(Input::StealAnswer { worker, key, stolen: now.is_multiple_of(2) }),
                             _ => None,
                         }
                     }
