@@ -190,6 +190,19 @@ impl Responder {
         Ok(())
     }
 
+    /// Sends a chunk held as several buffers (for example as received by
+    /// [`Connection::fetch_segments`]) without copying them, and finishes the stream.
+    pub async fn send_segments(mut self, mut segments: Vec<Bytes>) -> Result<(), NetError> {
+        let len: usize = segments.iter().map(Bytes::len).sum();
+        let mut header = [0u8; 9];
+        header[0] = BULK_OK;
+        header[1..].copy_from_slice(&(len as u64).to_le_bytes());
+        self.send.write_all(&header).await?;
+        self.send.write_all_chunks(&mut segments).await?;
+        self.send.finish()?;
+        Ok(())
+    }
+
     /// Refuses the request with a reason (truncated to [`MAX_REFUSAL`] bytes).
     pub async fn refuse(mut self, reason: &str) -> Result<(), NetError> {
         let mut cut = reason.len().min(MAX_REFUSAL);

@@ -326,6 +326,7 @@ async fn many_small_messages_are_batched() {
         assert_eq!(m, &Msg::Ping(i as u64));
     }
     let stats = tx.stats();
+    eprintln!("{stats:?}");
     assert_eq!(stats.messages, N);
     assert!(
         stats.writes * 20 < N,
@@ -478,6 +479,19 @@ async fn bulk_8mib_alongside_control_messages() {
         hasher.update(s);
     }
     assert_eq!(hasher.finalize(), blake3::hash(&pattern(7, CHUNK)));
+
+    // Re-serve the segments from the other side, without copying them.
+    let reserve = est.connection.clone();
+    tokio::spawn(async move {
+        let incoming = reserve.accept_bulk().await.unwrap().unwrap();
+        let (key, responder) = incoming.request::<u64>().await.unwrap();
+        assert_eq!(key, 7);
+        responder.send_segments(segments).await.unwrap();
+    });
+    let back = bounded(server.connection.fetch(&7u64, CHUNK))
+        .await
+        .unwrap();
+    assert_eq!(blake3::hash(&back), blake3::hash(&pattern(7, CHUNK)));
 
     let err = bounded(est.connection.fetch(&404u64, CHUNK))
         .await
