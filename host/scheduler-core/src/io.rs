@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use taskhost_proto::{ModuleId, TaskKey};
 
-use crate::ids::{ClientId, Micros, WorkerId};
+use crate::ids::{ClientId, LiteralHandle, Micros, WorkerId};
 use crate::spec::{Annotations, ArgSpec, Priority, TaskSpec};
 
 /// Something that happened outside the core. Feed with [`crate::Core::handle`].
@@ -246,6 +246,8 @@ pub enum Output {
     TaskForgotten {
         /// The key.
         key: TaskKey,
+        /// The literal arguments it held (one entry per occurrence), for reference counting.
+        literals: Vec<LiteralHandle>,
     },
 }
 

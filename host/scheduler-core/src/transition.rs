@@ -226,7 +226,15 @@ impl Core {
         self.live_tasks -= 1;
         self.stats.forgotten += 1;
         if self.cfg.report_forgotten {
-            self.outputs.push_back(Output::TaskForgotten { key });
+            let literals = args
+                .iter()
+                .filter_map(|a| match a {
+                    Arg::Lit(h) => Some(*h),
+                    Arg::Dep(_) => None,
+                })
+                .collect();
+            self.outputs
+                .push_back(Output::TaskForgotten { key, literals });
         }
     }
 

@@ -278,6 +278,11 @@ fn cancel_stops_unneeded_work_and_acknowledges() {
         client: ClientId(1),
         key: a.key
     }));
+    // The daemon learns which literal handles it may free.
+    assert!(outs.contains(&Output::TaskForgotten {
+        key: a.key,
+        literals: vec![LiteralHandle(0)]
+    }));
     assert_eq!(core.phase(&a.key), None);
     // The late result is released, and reported stale.
     let late = core.handle(
