@@ -509,23 +509,55 @@ async fn bulk_8mib_alongside_control_messages() {
 #[tokio::test]
 async fn unauthenticated_peer_cannot_fetch() {
     let c = scheduler().await;
-    let addr = c.listener.local_addr().unwrap();
-    // TLS succeeds (token-only trust skips the pin), but no hello: a fetch goes nowhere.
-    let wrong = Credentials::peer(ClusterToken::generate().unwrap());
-    let conn = bounded(client().raw_connect(addr, &wrong)).await.unwrap();
-    let fake = Connection {
-        inner: conn.clone(),
-        peer_role: Role::Scheduler,
-    };
-    let err = bounded(fake.fetch(&1u64, 1 << 20)).await.unwrap_err();
-    assert!(
-        !matches!(err, NetError::TooLarge { .. } | NetError::Refused { .. }),
-        "{err}"
-    );
-    let closed = bounded(conn.closed()).await;
-    assert!(
-        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code == quinn::VarInt::from_u32(CLOSE_REJECTED)),
-        "{closed}"
-    );
+    let mut peer = Listener::bind(
+        loopback(),
+        ListenerConfig::peer(c.identity.token().clone()).unwrap(),
+    )
+    .await
+    .unwrap();
+    // Whatever gets through the hello would be served chunks.
+    let peer_addr = peer.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(est) = peer.accept().await {
+            serve_bulk(est.connection.clone(), |_key: u64| async {
+                Ok(Bytes::from_static(b"secret chunk"))
+            });
+        }
+    });
+    for addr in [c.listener.local_addr().unwrap(), peer_addr] {
+        // TLS succeeds (token-only trust skips the pin), but no valid hello: a fetch goes
+        // nowhere.
+        let wrong = Credentials::peer(ClusterToken::generate().unwrap());
+        let conn = bounded(client().raw_connect(addr, &wrong)).await.unwrap();
+        let fake = Connection {
+            inner: conn.clone(),
+            peer_role: Role::Scheduler,
+        };
+        let err = bounded(fake.fetch(&1u64, 1 << 20)).await.unwrap_err();
+        assert!(
+            !matches!(err, NetError::TooLarge { .. } | NetError::Refused { .. }),
+            "{err}"
+        );
+        let closed = bounded(conn.closed()).await;
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code == quinn::VarInt::from_u32(CLOSE_REJECTED)),
+            "{closed}"
+        );
+        // And with a wrong token, the hello is rejected.
+        let err = bounded(client().connect(addr, &wrong, Role::Client))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::Rejected { .. }), "{err}");
+    }
+    // The right token fetches from the peer.
+    let est = bounded(client().connect(
+        peer_addr,
+        &Credentials::peer(c.identity.token().clone()),
+        Role::Peer,
+    ))
+    .await
+    .unwrap();
+    let data = bounded(est.connection.fetch(&1u64, 1 << 20)).await.unwrap();
+    assert_eq!(&data[..], b"secret chunk");
 }
