@@ -68,7 +68,7 @@ fn quic_server(settings: TransportSettings, token: ClusterToken) -> SocketAddr {
                     let data = data.clone();
                     serve_bulk(est.connection.clone(), move |_key: u64| {
                         let data = data.clone();
-                        async move { Ok(data) }
+                        async move { Ok(Some(data)) }
                     });
                     let (stx, mut srx) = est.control.split::<Msg, Msg>();
                     tokio::spawn(async move {

@@ -4,8 +4,9 @@
 //! Wire format of one bulk stream:
 //! - request (opener to server): the postcard encoding of the request, then the stream is
 //!   finished; at most [`MAX_BULK_REQUEST`] bytes;
-//! - response: one status byte ([`BULK_OK`] or [`BULK_REFUSED`]), a `u64` little-endian length,
-//!   then that many bytes (the chunk, or a UTF-8 reason of at most [`MAX_REFUSAL`] bytes).
+//! - response: one status byte ([`BULK_OK`], [`BULK_NOT_FOUND`] or [`BULK_REFUSED`]), a `u64`
+//!   little-endian length, then that many bytes (the chunk, nothing, or a UTF-8 reason of at
+//!   most [`MAX_REFUSAL`] bytes).
 
 use std::future::Future;
 
@@ -20,6 +21,8 @@ use crate::{Connection, NetError};
 pub const BULK_OK: u8 = 0;
 /// Status byte: a refusal reason follows.
 pub const BULK_REFUSED: u8 = 1;
+/// Status byte: the server does not hold what was asked for (length 0).
+pub const BULK_NOT_FOUND: u8 = 2;
 /// Largest accepted bulk request.
 pub const MAX_BULK_REQUEST: usize = 64 * 1024;
 /// Largest accepted refusal reason.
@@ -28,8 +31,9 @@ pub const MAX_REFUSAL: usize = 4096;
 impl Connection {
     /// Sends `request` on a new stream and returns the response as one contiguous buffer.
     ///
-    /// Fails with [`NetError::Refused`] if the peer refused, [`NetError::TooLarge`] if the
-    /// announced length exceeds `max_len` (checked before allocating).
+    /// Fails with [`NetError::NotFound`] if the peer does not hold it, [`NetError::Refused`] if
+    /// it refused, [`NetError::TooLarge`] if the announced length exceeds `max_len` (checked
+    /// before allocating).
     pub async fn fetch<Req: Serialize + ?Sized>(
         &self,
         request: &Req,
@@ -99,6 +103,7 @@ impl Connection {
                     reason: String::from_utf8_lossy(&reason).into_owned(),
                 })
             }
+            BULK_NOT_FOUND => Err(NetError::NotFound),
             other => Err(NetError::Protocol(format!(
                 "unknown bulk status byte {other}"
             ))),
@@ -203,6 +208,15 @@ impl Responder {
         Ok(())
     }
 
+    /// Answers that the requested item is not held here.
+    pub async fn not_found(mut self) -> Result<(), NetError> {
+        let mut msg = [0u8; 9];
+        msg[0] = BULK_NOT_FOUND;
+        self.send.write_all(&msg).await?;
+        self.send.finish()?;
+        Ok(())
+    }
+
     /// Refuses the request with a reason (truncated to [`MAX_REFUSAL`] bytes).
     pub async fn refuse(mut self, reason: &str) -> Result<(), NetError> {
         let mut cut = reason.len().min(MAX_REFUSAL);
@@ -221,12 +235,12 @@ impl Responder {
 }
 
 /// Serves bulk requests of `conn` until it closes: each request runs `handler` in its own task;
-/// `Ok(bytes)` is sent, `Err(reason)` refuses. A malformed request is logged and its stream dropped.
+/// `Ok(Some(bytes))` is sent, `Ok(None)` answers "not found", `Err(reason)` refuses. A malformed request is logged and its stream dropped.
 pub fn serve_bulk<Req, F, Fut>(conn: Connection, handler: F) -> tokio::task::JoinHandle<()>
 where
     Req: DeserializeOwned + Send + 'static,
     F: Fn(Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+    Fut: Future<Output = Result<Option<Bytes>, String>> + Send + 'static,
 {
     let handler = std::sync::Arc::new(handler);
     tokio::spawn(async move {
@@ -245,7 +259,8 @@ where
                 match incoming.request::<Req>().await {
                     Ok((request, responder)) => {
                         let result = match handler(request).await {
-                            Ok(data) => responder.send(data).await,
+                            Ok(Some(data)) => responder.send(data).await,
+                            Ok(None) => responder.not_found().await,
                             Err(reason) => responder.refuse(&reason).await,
                         };
                         if let Err(e) = result {

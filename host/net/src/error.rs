@@ -88,6 +88,9 @@ pub enum NetError {
         /// The reason the peer gave.
         reason: String,
     },
+    /// The serving side does not hold the requested item.
+    #[error("not found on the peer")]
+    NotFound,
     /// A bulk response is larger than the caller allows.
     #[error("bulk response of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {

@@ -51,7 +51,8 @@ mod identity;
 mod tls;
 
 pub use bulk::{
-    BULK_OK, BULK_REFUSED, IncomingBulk, MAX_BULK_REQUEST, MAX_REFUSAL, Responder, serve_bulk,
+    BULK_NOT_FOUND, BULK_OK, BULK_REFUSED, IncomingBulk, MAX_BULK_REQUEST, MAX_REFUSAL, Responder,
+    serve_bulk,
 };
 pub use control::{ControlOptions, ControlStream, Receiver, Sender, SenderStats};
 

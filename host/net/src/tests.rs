@@ -429,10 +429,10 @@ async fn bulk_8mib_alongside_control_messages() {
     let server = bounded(c.listener.accept()).await.unwrap();
     // The scheduler side serves chunks (here: computed from the key) and echoes pings.
     serve_bulk(server.connection.clone(), |key: u64| async move {
-        if key == 404 {
-            Err(format!("no chunk {key}"))
-        } else {
-            Ok(pattern(key, CHUNK))
+        match key {
+            403 => Err(format!("no chunk {key} for you")),
+            404 => Ok(None),
+            _ => Ok(Some(pattern(key, CHUNK))),
         }
     });
     let (stx, mut srx) = server.control.split::<Msg, Msg>();
@@ -493,13 +493,17 @@ async fn bulk_8mib_alongside_control_messages() {
         .unwrap();
     assert_eq!(blake3::hash(&back), blake3::hash(&pattern(7, CHUNK)));
 
-    let err = bounded(est.connection.fetch(&404u64, CHUNK))
+    let err = bounded(est.connection.fetch(&403u64, CHUNK))
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NetError::Refused { reason } if reason == "no chunk 404"),
+        matches!(&err, NetError::Refused { reason } if reason == "no chunk 403 for you"),
         "{err}"
     );
+    let err = bounded(est.connection.fetch(&404u64, CHUNK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::NotFound), "{err}");
     let err = bounded(est.connection.fetch(&1u64, 1024))
         .await
         .unwrap_err();
@@ -520,7 +524,7 @@ async fn unauthenticated_peer_cannot_fetch() {
     tokio::spawn(async move {
         while let Some(est) = peer.accept().await {
             serve_bulk(est.connection.clone(), |_key: u64| async {
-                Ok(Bytes::from_static(b"secret chunk"))
+                Ok(Some(Bytes::from_static(b"secret chunk")))
             });
         }
     });
