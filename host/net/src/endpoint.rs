@@ -279,6 +279,15 @@ impl Endpoint {
         credentials: &Credentials,
         role: Role,
     ) -> Result<Established, NetError> {
+        if let Ok(local) = self.inner.local_addr()
+            && local.is_ipv4()
+            && addr.is_ipv6()
+        {
+            return Err(NetError::Protocol(format!(
+                "cannot reach the IPv6 address {addr} from an endpoint bound to {local}; \
+                 bind it to [::]:0 (Endpoint::client_bound)"
+            )));
+        }
         let tls = tls::client_config(&credentials.trust)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));

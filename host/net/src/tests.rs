@@ -565,3 +565,27 @@ async fn unauthenticated_peer_cannot_fetch() {
     let data = bounded(est.connection.fetch(&1u64, 1 << 20)).await.unwrap();
     assert_eq!(&data[..], b"secret chunk");
 }
+
+#[tokio::test]
+async fn dual_stack_client_reaches_ipv4_and_ipv6_is_explained() {
+    let mut c = scheduler().await;
+    let addr = c.listener.local_addr().unwrap();
+    let v4only = client();
+    let err = bounded(v4only.connect(
+        "[::1]:9".parse().unwrap(),
+        &c.ticket.credentials(),
+        Role::Client,
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("[::]:0"), "{err}");
+    // An endpoint bound to [::] reaches IPv4 peers too (when the host has IPv6).
+    if let Ok(dual) =
+        Endpoint::client_bound("[::]:0".parse().unwrap(), TransportSettings::default())
+    {
+        bounded(dual.connect(addr, &c.ticket.credentials(), Role::Client))
+            .await
+            .unwrap();
+        bounded(c.listener.accept()).await.unwrap();
+    }
+}
