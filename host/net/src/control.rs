@@ -86,7 +86,7 @@ impl ControlStream {
             progress: Notify::new(),
             options: options.clone(),
         });
-        tokio::spawn(writer(shared.clone(), self.send));
+        tokio::spawn(writer(shared.clone(), self.send, self.conn.clone()));
         let sender = Sender {
             handle: Arc::new(Handle { shared }),
             _msg: PhantomData,
@@ -152,7 +152,7 @@ impl Drop for Handle {
     }
 }
 
-async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream) {
+async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream, conn: quinn::Connection) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let (n, closed) = {
@@ -170,7 +170,13 @@ async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream) {
                 let _ = send.finish();
                 return;
             }
-            shared.wake_writer.notified().await;
+            tokio::select! {
+                () = shared.wake_writer.notified() => {}
+                e = conn.closed() => {
+                    shared.fail(format!("connection closed: {e}"));
+                    return;
+                }
+            }
             continue;
         }
         // One write for everything queued since the last one.

@@ -178,6 +178,9 @@ impl Connection {
 }
 
 /// A connection whose hello round trip succeeded, with its control stream.
+///
+/// The connection stays open while the [`Connection`] handle, the control stream or its
+/// sender/receiver halves are alive; close it explicitly with [`Connection::close`].
 #[derive(Debug)]
 pub struct Established {
     /// The connection handle (bulk streams, close).

@@ -88,6 +88,21 @@ async fn hello_success_and_messages_both_ways() {
     // Dropping the sender finishes the stream: the other side sees a clean end.
     drop(tx);
     assert_eq!(bounded(srx.recv()).await.unwrap(), None);
+
+    // Once the connection is closed, sending fails promptly with the reason.
+    server.connection.close("scheduler shutting down");
+    let _ = bounded(est.connection.closed()).await;
+    let err = bounded(async {
+        loop {
+            if let Err(e) = stx.send(&Msg::Ping(2)).await {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(err.to_string().contains("closed"), "{err}");
+    assert!(bounded(rx.recv()).await.is_err());
 }
 
 #[tokio::test]
