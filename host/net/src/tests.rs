@@ -204,7 +204,7 @@ async fn silent_peer_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let (identity, _) = ClusterIdentity::load_or_create(dir.path()).unwrap();
     let mut config = ListenerConfig::scheduler(&identity);
-    config.transport.handshake_timeout = Duration::from_millis(300);
+    config.transport.handshake_timeout = Duration::from_secs(1);
     let mut listener = Listener::bind(loopback(), config).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conn = bounded(client().raw_connect(addr, &Credentials::peer(identity.token().clone())))
