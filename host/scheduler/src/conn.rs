@@ -163,11 +163,7 @@ async fn worker_connection(
         let store = store.clone();
         async move {
             match request {
-                BulkRequest::Module(module) => match store.get(&module) {
-                    Ok(Some(bytes)) => Ok(bytes),
-                    Ok(None) => Err(format!("the scheduler has no module {module}")),
-                    Err(err) => Err(err.to_string()),
-                },
+                BulkRequest::Module(module) => store.get(&module).map_err(|err| err.to_string()),
                 BulkRequest::Chunk(key) => Err(format!(
                     "the scheduler holds no chunks (asked for {})",
                     key.short()

@@ -70,13 +70,6 @@ struct ClientEntry {
     pending: HashSet<TaskKey>,
 }
 
-/// What the daemon keeps about a task beside the core, only for tasks that need it.
-#[derive(Default)]
-struct TaskExtra {
-    literals: Vec<LiteralHandle>,
-    limits: Option<TaskLimits>,
-}
-
 /// Why a task failed, as the worker reported it.
 struct FailureRecord {
     kind: FailureKind,
@@ -93,7 +86,8 @@ pub(crate) struct Daemon {
     worker_names: HashMap<String, WorkerId>,
     clients: HashMap<ClientId, ClientEntry>,
     literals: LiteralTable,
-    extras: HashMap<TaskKey, TaskExtra>,
+    /// Limits of the tasks that set any.
+    limits: HashMap<TaskKey, TaskLimits>,
     /// Function of each task sent to a worker and not finished, for failure reports.
     running: HashMap<TaskKey, Arc<str>>,
     failures: HashMap<TaskKey, FailureRecord>,
@@ -118,7 +112,7 @@ impl Daemon {
             worker_names: HashMap::new(),
             clients: HashMap::new(),
             literals: LiteralTable::default(),
-            extras: HashMap::new(),
+            limits: HashMap::new(),
             running: HashMap::new(),
             failures: HashMap::new(),
             inline: HashMap::new(),
@@ -281,7 +275,7 @@ impl Daemon {
             .collect();
         let mut checked_modules: HashSet<ModuleId> = HashSet::new();
         let mut specs = Vec::with_capacity(tasks.len());
-        let mut new_extras: Vec<(TaskKey, TaskExtra)> = Vec::new();
+        let mut new_tasks: Vec<(TaskKey, Vec<LiteralHandle>, Option<TaskLimits>)> = Vec::new();
         let mut seen: HashSet<TaskKey> = HashSet::new();
         let handles: Vec<LiteralHandle> = hashes
             .iter()
@@ -356,15 +350,7 @@ impl Daemon {
             let is_new = self.core.phase(&task.key).is_none() && seen.insert(task.key);
             if is_new {
                 let limits = (task.limits != TaskLimits::default()).then_some(task.limits);
-                if !task_literals.is_empty() || limits.is_some() {
-                    new_extras.push((
-                        task.key,
-                        TaskExtra {
-                            literals: task_literals,
-                            limits,
-                        },
-                    ));
-                }
+                new_tasks.push((task.key, task_literals, limits));
             }
             let annotations = (!task.annotations.is_empty())
                 .then(|| Arc::new(task.annotations.into_iter().collect::<core::Annotations>()));
@@ -392,11 +378,13 @@ impl Daemon {
             cleanup(&mut self.literals);
             return Err(err.to_string());
         }
-        for (key, extra) in new_extras {
-            for handle in &extra.literals {
-                self.literals.acquire(*handle);
+        for (key, literals, limits) in new_tasks {
+            for handle in literals {
+                self.literals.acquire(handle);
             }
-            self.extras.insert(key, extra);
+            if let Some(limits) = limits {
+                self.limits.insert(key, limits);
+            }
         }
         cleanup(&mut self.literals);
         if let Some(entry) = self.clients.get_mut(&client) {
@@ -536,12 +524,11 @@ impl Daemon {
                 Output::WorkerPaused { worker, paused } => {
                     tracing::info!(worker = worker.0, paused, "worker memory pause changed");
                 }
-                Output::TaskForgotten { key } => {
-                    if let Some(extra) = self.extras.remove(&key) {
-                        for handle in extra.literals {
-                            self.literals.release(handle);
-                        }
+                Output::TaskForgotten { key, literals } => {
+                    for handle in literals {
+                        self.literals.release(handle);
                     }
+                    self.limits.remove(&key);
                     self.failures.remove(&key);
                     self.running.remove(&key);
                 }
@@ -595,11 +582,7 @@ impl Daemon {
                 }
             }
         }
-        let limits = self
-            .extras
-            .get(&run.key)
-            .and_then(|extra| extra.limits)
-            .unwrap_or_default();
+        let limits = self.limits.get(&run.key).copied().unwrap_or_default();
         let send_result = self
             .clients
             .values()
@@ -643,12 +626,6 @@ impl Daemon {
             core::TaskFailure::Suspect { deaths, .. } => TaskFailure {
                 kind: FailureKind::Suspect,
                 message: format!("{deaths} workers died while running it"),
-                origin,
-                function: function(&origin),
-            },
-            core::TaskFailure::Unrunnable { .. } => TaskFailure {
-                kind: FailureKind::Internal,
-                message: "no connected worker satisfies its restrictions".into(),
                 origin,
                 function: function(&origin),
             },
