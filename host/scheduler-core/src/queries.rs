@@ -1,11 +1,11 @@
 //! Read-only summaries of the core's state for status displays and progress reports.
 //!
-//! These scan the task arena (O(tasks)): call them a few times a second at most, never per
+//! `counts` scans the task arena (O(tasks)): call it a few times a second at most, never per
 //! decision.
 
 use crate::core::Core;
 use crate::ids::WorkerId;
-use crate::state::{Kind, TaskState};
+use crate::state::Kind;
 
 /// How many tasks are in each phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,17 +42,11 @@ impl Core {
         counts
     }
 
-    /// How many chunks a live worker holds (0 for an unknown worker).
+    /// How many chunks a live worker holds (0 for an unknown worker). O(1).
     pub fn worker_chunks(&self, worker: WorkerId) -> u64 {
-        let Ok(w) = self.live_worker(worker) else {
-            return 0;
-        };
-        self.tasks
-            .iter()
-            .filter(|task| match &task.state {
-                TaskState::Memory { holders, .. } => holders.contains(w),
-                _ => false,
-            })
-            .count() as u64
+        match self.live_worker(worker) {
+            Ok(w) => self.workers[w as usize].has_what.len() as u64,
+            Err(_) => 0,
+        }
     }
 }
