@@ -93,6 +93,8 @@ pub struct Core {
     pub(crate) stats: Stats,
     pub(crate) violations: Vec<String>,
     pub(crate) scratch: Vec<Wid>,
+    /// Reused set for deduplicating the inputs of wide tasks.
+    pub(crate) scratch_set: FxHashSet<Tid>,
     /// The function interned last, to skip the lookup for runs of the same function.
     pub(crate) last_fn: Option<(taskhost_proto::ModuleId, Arc<str>, u32)>,
 }
@@ -135,6 +137,7 @@ impl Core {
             stats: Stats::default(),
             violations: Vec::new(),
             scratch: Vec::new(),
+            scratch_set: FxHashSet::default(),
             last_fn: None,
         }
     }

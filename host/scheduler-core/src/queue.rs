@@ -19,8 +19,13 @@ const MIN_BATCH: usize = 64;
 #[derive(Debug, Default)]
 pub(crate) struct RootQueue {
     heap: BinaryHeap<Reverse<Entry>>,
-    batches: Vec<VecDeque<Entry>>,
+    /// Sorted batches, by slot; `None` once drained (slots are reused).
+    batches: Vec<Option<VecDeque<Entry>>>,
+    free_batches: Vec<usize>,
+    /// The head entry of every live batch, best first.
+    heads: BinaryHeap<Reverse<(Entry, usize)>>,
     collecting: Option<Vec<Entry>>,
+    len: usize,
 }
 
 impl RootQueue {
@@ -36,40 +41,52 @@ impl RootQueue {
         };
         if v.len() < MIN_BATCH {
             self.heap.extend(v.into_iter().map(Reverse));
-        } else {
-            v.sort_unstable();
-            self.batches.push(v.into());
+            return;
         }
+        v.sort_unstable();
+        let head = v[0];
+        let batch: VecDeque<Entry> = v.into();
+        let slot = match self.free_batches.pop() {
+            Some(slot) => {
+                self.batches[slot] = Some(batch);
+                slot
+            }
+            None => {
+                self.batches.push(Some(batch));
+                self.batches.len() - 1
+            }
+        };
+        self.heads.push(Reverse((head, slot)));
     }
 
     pub(crate) fn push(&mut self, e: Entry) {
+        self.len += 1;
         match &mut self.collecting {
             Some(c) => c.push(e),
             None => self.heap.push(Reverse(e)),
         }
     }
 
-    /// The best entry (possibly stale).
+    /// The best entry (possibly stale). O(log n).
     pub(crate) fn pop(&mut self) -> Option<Entry> {
-        let mut best: Option<(Entry, Option<usize>)> =
-            self.heap.peek().map(|Reverse(e)| (*e, None));
-        for (i, b) in self.batches.iter().enumerate() {
-            if let Some(&e) = b.front()
-                && best.is_none_or(|(x, _)| e < x)
-            {
-                best = Some((e, Some(i)));
-            }
+        let from_heap = match (self.heap.peek(), self.heads.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Reverse(h)), Some(Reverse((b, _)))) => h <= b,
+        };
+        self.len -= 1;
+        if from_heap {
+            return self.heap.pop().map(|Reverse(e)| e);
         }
-        let (e, from) = best?;
-        match from {
+        let Reverse((e, slot)) = self.heads.pop()?;
+        let batch = self.batches[slot].as_mut()?;
+        batch.pop_front();
+        match batch.front() {
+            Some(&next) => self.heads.push(Reverse((next, slot))),
             None => {
-                self.heap.pop();
-            }
-            Some(i) => {
-                self.batches[i].pop_front();
-                if self.batches[i].is_empty() {
-                    self.batches.swap_remove(i);
-                }
+                self.batches[slot] = None;
+                self.free_batches.push(slot);
             }
         }
         Some(e)
@@ -77,19 +94,23 @@ impl RootQueue {
 
     /// Entries held, stale ones included.
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
-            + self.batches.iter().map(VecDeque::len).sum::<usize>()
-            + self.collecting.as_ref().map_or(0, Vec::len)
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     /// Drops every entry (when none is live any more).
     pub(crate) fn clear(&mut self) {
         self.heap.clear();
         self.batches.clear();
+        self.free_batches.clear();
+        self.heads.clear();
+        if let Some(c) = &mut self.collecting {
+            c.clear();
+        }
+        self.len = 0;
     }
 }
 
@@ -121,5 +142,22 @@ mod tests {
             .collect();
         assert_eq!(orders, vec![0, 1, 2, 3, 4]);
         assert_eq!(q.len(), 97);
+        // Many batches: pops stay in order, each in O(log n).
+        for b in 0..50u32 {
+            q.begin_batch();
+            for i in 0..64u32 {
+                q.push((p(1000 + i * 50 + b), 0, 0));
+            }
+            q.end_batch();
+        }
+        let mut last = 0;
+        let mut n = 0;
+        while let Some(e) = q.pop() {
+            assert!(e.0.order >= last);
+            last = e.0.order;
+            n += 1;
+        }
+        assert_eq!(n, 97 + 50 * 64);
+        assert!(q.is_empty());
     }
 }

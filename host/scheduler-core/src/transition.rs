@@ -365,16 +365,24 @@ impl Core {
 
     fn emit_run(&mut self, t: Tid, w: Wid) {
         let task = &self.tasks[t as usize];
-        let f = &self.fns[task.func as usize];
         let mut args = Vec::with_capacity(task.args.len());
         let mut inputs: Vec<InputLocation> = Vec::new();
+        // Distinct inputs: a linear check for few arguments, a set for wide fan-ins.
+        let wide = task.args.len() > 16;
+        let mut seen = std::mem::take(&mut self.scratch_set);
+        seen.clear();
         for a in task.args.iter() {
             match *a {
                 Arg::Lit(h) => args.push(ArgSpec::Literal(h)),
                 Arg::Dep(d) => {
                     let dep = &self.tasks[d as usize];
                     args.push(ArgSpec::Task(dep.key));
-                    if inputs.iter().any(|i| i.key == dep.key) {
+                    let repeated = if wide {
+                        !seen.insert(d)
+                    } else {
+                        inputs.iter().any(|i| i.key == dep.key)
+                    };
+                    if repeated {
                         continue;
                     }
                     let (nbytes, holders) = match &dep.state {
@@ -395,6 +403,9 @@ impl Core {
                 }
             }
         }
+        self.scratch_set = seen;
+        let task = &self.tasks[t as usize];
+        let f = &self.fns[task.func as usize];
         let run = RunTask {
             worker: self.workers[w as usize].id,
             key: task.key,
