@@ -11,7 +11,8 @@ use crate::spec::{Annotations, ArgSpec, Priority, TaskSpec};
 #[derive(Clone, Debug)]
 pub enum Input {
     /// A client submits tasks (any order; dependencies may be earlier tasks of any client) and
-    /// says which keys it wants delivered.
+    /// says which keys it wants delivered. The graph is accepted or rejected as a whole (missing
+    /// dependency, cycle, unknown wanted key).
     SubmitGraph {
         /// Submitting client.
         client: ClientId,
