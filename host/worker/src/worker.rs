@@ -1,0 +1,809 @@
+//! The worker's state, its command loop and the life of a task.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use taskhost_chunk_store::ChunkStore;
+use taskhost_net::{Connection, Credentials, Endpoint, Listener, ListenerConfig, Receiver, Sender};
+use taskhost_proto::{
+    Blob, FailureKind, ModuleId, Role, RunArg, RunTask, TaskKey, TaskLimits, WorkerCommand,
+    WorkerReport,
+};
+use taskhost_runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::config::{host_name, local_ip_towards};
+use crate::peers::{ChunkSource, Fetch, PeerSlot, spawn_peer_server};
+use crate::{INLINE_LIMIT, WorkerConfig, WorkerError, WorkerHandle, WorkerStats};
+
+/// How long the scheduler has to answer `Register` with `Welcome`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the chunk store's memory use is checked (and reported if it changed).
+const MEMORY_REPORT_PERIOD: Duration = Duration::from_millis(200);
+
+/// How long closing the endpoints may wait for peers to acknowledge.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why the worker stopped.
+#[derive(Debug, Clone)]
+pub(crate) enum StopReason {
+    /// Stopped through its handle.
+    Local,
+    /// The connection to the scheduler closed or failed.
+    SchedulerLost(String),
+    /// The scheduler sent `Shutdown`.
+    Shutdown(String),
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub tasks_received: AtomicU64,
+    pub tasks_finished: AtomicU64,
+    pub tasks_failed: AtomicU64,
+    pub tasks_rescheduled: AtomicU64,
+    pub tasks_dropped: AtomicU64,
+    pub chunks_fetched: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub chunks_served: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub modules_fetched: AtomicU64,
+    pub peer_connections: AtomicU64,
+}
+
+/// A task the worker was told to run and has not reported yet.
+struct TaskEntry {
+    /// Distinguishes this attempt from a later `Run` of the same key.
+    run: u64,
+    state: TaskState,
+}
+
+enum TaskState {
+    /// Waiting for its module, inputs or a slot: can be dropped (cancelled, stolen) at once.
+    Pending(AbortHandle),
+    /// On a blocking thread; when `cancelled`, its result is discarded.
+    Running { cancelled: bool },
+}
+
+/// One input of a task, as gathered before it takes a slot.
+enum Input {
+    /// The bytes themselves (a literal, or a chunk fetched from a peer).
+    Bytes(Bytes),
+    /// A chunk of the local store, read on the task's thread.
+    Local(TaskKey),
+}
+
+/// What became of a task.
+enum Outcome {
+    Done {
+        size: u64,
+        duration_us: u64,
+        inline: Option<Blob>,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+    },
+    /// These inputs could not be had.
+    Missing(Vec<TaskKey>),
+}
+
+/// Everything the worker's tasks share.
+pub(crate) struct Inner {
+    pub runtime: Arc<Runtime>,
+    pub store: Mutex<ChunkStore>,
+    pub reports: Sender<WorkerReport>,
+    /// The connection to the scheduler (modules are fetched on it).
+    pub scheduler: Connection,
+    /// The endpoint of outgoing connections (to the scheduler and to peers).
+    pub endpoint: Endpoint,
+    /// The endpoint of the peer listener.
+    pub peer_endpoint: Endpoint,
+    pub peer_credentials: Credentials,
+    pub peer_addr: SocketAddr,
+    pub memory_limit: u64,
+    default_limits: Limits,
+    slots: Arc<Semaphore>,
+    tasks: Mutex<HashMap<TaskKey, TaskEntry>>,
+    next_run: AtomicU64,
+    pub peers: Mutex<HashMap<SocketAddr, PeerSlot>>,
+    pub chunk_fetches: Mutex<HashMap<TaskKey, Fetch<Bytes>>>,
+    pub module_fetches: Mutex<HashMap<ModuleId, Fetch<()>>>,
+    pub counters: Counters,
+    /// Set once the worker stops: nothing more is reported.
+    stopped: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("peer_addr", &self.peer_addr)
+            .field("scheduler", &self.scheduler.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
+    if config.slots == 0 {
+        return Err(WorkerError::Internal(
+            "a worker needs at least one slot".into(),
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        WorkerError::Internal(format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+
+    let mut runtime_config = RuntimeConfig::new(&config.data_dir);
+    // One instance per slot, plus a margin for a cancelled task that is still winding down.
+    runtime_config.max_instances = config.slots.saturating_mul(2).saturating_add(2);
+    let runtime = tokio::task::spawn_blocking(move || Runtime::new(runtime_config))
+        .await
+        .map_err(|e| WorkerError::Internal(format!("runtime start-up failed: {e}")))??;
+    let store = ChunkStore::open(&config.data_dir.join("chunks"), config.spill_threshold())?;
+
+    // The peer server first, so that its address can be registered.
+    let mut listener_config =
+        ListenerConfig::peer(config.ticket.token.clone()).map_err(|e| WorkerError::Listen {
+            addr: config.listen,
+            source: e,
+        })?;
+    listener_config.transport = config.transport.clone();
+    let listener = Listener::bind(config.listen, listener_config)
+        .await
+        .map_err(|e| WorkerError::Listen {
+            addr: config.listen,
+            source: e,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| WorkerError::Listen {
+            addr: config.listen,
+            source: e,
+        })?
+        .port();
+
+    let endpoint = Endpoint::client(config.transport.clone()).map_err(WorkerError::Connect)?;
+    let established = endpoint
+        .connect_ticket(&config.ticket, Role::Worker)
+        .await
+        .map_err(WorkerError::Connect)?;
+    let scheduler = established.connection;
+    let scheduler_addr = scheduler.remote_address();
+    let host = config
+        .advertise_host
+        .or_else(|| (!config.listen.ip().is_unspecified()).then(|| config.listen.ip()))
+        .or_else(|| local_ip_towards(scheduler_addr))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let peer_addr = SocketAddr::new(host, port);
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}:{port}", host_name()));
+
+    let (reports, mut commands) = established.control.split::<WorkerReport, WorkerCommand>();
+    let worker_id = match register(&reports, &mut commands, &name, &config, peer_addr).await {
+        Ok(id) => id,
+        Err(e) => {
+            scheduler.close("registration failed");
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        worker_id,
+        %name,
+        %peer_addr,
+        scheduler = %scheduler_addr,
+        slots = config.slots,
+        memory_limit = config.memory_limit,
+        "registered with the scheduler"
+    );
+
+    let inner = Arc::new(Inner {
+        runtime: Arc::new(runtime),
+        store: Mutex::new(store),
+        reports,
+        scheduler,
+        endpoint,
+        peer_endpoint: listener.endpoint().clone(),
+        peer_credentials: Credentials::peer(config.ticket.token.clone()),
+        peer_addr,
+        memory_limit: config.memory_limit,
+        default_limits: config.default_limits,
+        slots: Arc::new(Semaphore::new(config.slots as usize)),
+        tasks: Mutex::new(HashMap::new()),
+        next_run: AtomicU64::new(0),
+        peers: Mutex::new(HashMap::new()),
+        chunk_fetches: Mutex::new(HashMap::new()),
+        module_fetches: Mutex::new(HashMap::new()),
+        counters: Counters::default(),
+        stopped: AtomicBool::new(false),
+    });
+
+    let background = vec![
+        spawn_peer_server(inner.clone(), listener),
+        tokio::spawn(report_memory(inner.clone(), config.heartbeat)),
+    ];
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (outcome_tx, outcome_rx) = watch::channel(None);
+    tokio::spawn(command_loop(
+        inner.clone(),
+        commands,
+        stop_rx,
+        outcome_tx,
+        background,
+    ));
+    Ok(WorkerHandle {
+        shared: inner,
+        peer_addr,
+        worker_id,
+        stop: stop_tx,
+        outcome: outcome_rx,
+    })
+}
+
+/// Sends `Register` and waits for `Welcome`.
+async fn register(
+    reports: &Sender<WorkerReport>,
+    commands: &mut Receiver<WorkerCommand>,
+    name: &str,
+    config: &WorkerConfig,
+    peer_addr: SocketAddr,
+) -> Result<u64, WorkerError> {
+    let registration = WorkerReport::Register {
+        name: name.to_owned(),
+        slots: config.slots,
+        memory_limit: config.memory_limit,
+        peer_addr,
+    };
+    reports
+        .send(&registration)
+        .await
+        .map_err(|e| WorkerError::Registration(e.to_string()))?;
+    match tokio::time::timeout(REGISTER_TIMEOUT, commands.recv()).await {
+        Ok(Ok(Some(WorkerCommand::Welcome { worker_id }))) => Ok(worker_id),
+        Ok(Ok(Some(WorkerCommand::Shutdown { reason }))) => Err(WorkerError::Registration(
+            format!("the scheduler refused the worker: {reason}"),
+        )),
+        Ok(Ok(Some(other))) => Err(WorkerError::Registration(format!(
+            "expected a Welcome from the scheduler, got {other:?}"
+        ))),
+        Ok(Ok(None)) => Err(WorkerError::Registration(
+            "the scheduler closed the connection before welcoming the worker".into(),
+        )),
+        Ok(Err(e)) => Err(WorkerError::Registration(e.to_string())),
+        Err(_) => Err(WorkerError::Registration(format!(
+            "no Welcome from the scheduler within {REGISTER_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Receives the scheduler's commands until the connection ends, the scheduler says stop, or the
+/// handle does.
+async fn command_loop(
+    inner: Arc<Inner>,
+    mut commands: Receiver<WorkerCommand>,
+    mut stop: watch::Receiver<bool>,
+    outcome: watch::Sender<Option<StopReason>>,
+    background: Vec<JoinHandle<()>>,
+) {
+    let scheduler_addr = inner.scheduler.remote_address();
+    let mut batch = Vec::new();
+    let reason = 'outer: loop {
+        batch.clear();
+        tokio::select! {
+            received = commands.recv_many(&mut batch, 1024) => match received {
+                Ok(0) => {
+                    let why = inner
+                        .scheduler
+                        .close_reason()
+                        .map_or_else(|| "it closed the control stream".to_owned(), |e| e.to_string());
+                    break StopReason::SchedulerLost(format!(
+                        "the connection to the scheduler at {scheduler_addr} ended: {why}"
+                    ));
+                }
+                Ok(_) => {
+                    for command in batch.drain(..) {
+                        if let Some(reason) = inner.handle(command) {
+                            break 'outer reason;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The connection's close reason says more than the stream's error.
+                    let why = inner.scheduler.close_reason().map_or_else(|| e.to_string(), |c| c.to_string());
+                    break StopReason::SchedulerLost(format!(
+                        "the connection to the scheduler at {scheduler_addr} failed: {why}"
+                    ));
+                }
+            },
+            _ = stop.changed() => break StopReason::Local,
+        }
+    };
+    inner.stopped.store(true, Ordering::SeqCst);
+    for task in &background {
+        task.abort();
+    }
+    match &reason {
+        StopReason::Local => tracing::info!("worker shutting down"),
+        StopReason::SchedulerLost(why) => tracing::error!("{why}; the worker stops"),
+        StopReason::Shutdown(why) => tracing::info!("the scheduler stops this worker: {why}"),
+    }
+    inner.scheduler.close("worker stopped");
+    // Abandon the tasks that have not started; running ones finish unreported.
+    for (_, entry) in inner.tasks.lock().drain() {
+        if let TaskState::Pending(abort) = entry.state {
+            abort.abort();
+        }
+    }
+    let _ = outcome.send(Some(reason));
+    inner.close_endpoints().await;
+}
+
+/// Sends the chunk store's memory use when it changed and a heartbeat every `heartbeat`.
+async fn report_memory(inner: Arc<Inner>, heartbeat: Duration) {
+    let period = MEMORY_REPORT_PERIOD
+        .min(heartbeat)
+        .max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = None;
+    let mut last_beat = Instant::now();
+    loop {
+        ticker.tick().await;
+        let stats = inner.store.lock().stats();
+        let now = (stats.memory_bytes, stats.spilled_bytes);
+        if last != Some(now) {
+            last = Some(now);
+            inner.report(WorkerReport::Memory {
+                in_memory: now.0,
+                spilled: now.1,
+            });
+        }
+        if last_beat.elapsed() >= heartbeat {
+            last_beat = Instant::now();
+            inner.report(WorkerReport::Heartbeat);
+        }
+    }
+}
+
+impl Inner {
+    /// Queues a report for the scheduler (unless the worker stopped).
+    pub(crate) fn report(&self, report: WorkerReport) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.reports.send_now(&report) {
+            tracing::debug!(error = %e, "cannot report to the scheduler");
+        }
+    }
+
+    /// Counters and current sizes.
+    pub(crate) fn stats(&self) -> WorkerStats {
+        let c = &self.counters;
+        let store = self.store.lock().stats();
+        WorkerStats {
+            tasks_received: c.tasks_received.load(Ordering::Relaxed),
+            tasks_finished: c.tasks_finished.load(Ordering::Relaxed),
+            tasks_failed: c.tasks_failed.load(Ordering::Relaxed),
+            tasks_rescheduled: c.tasks_rescheduled.load(Ordering::Relaxed),
+            tasks_dropped: c.tasks_dropped.load(Ordering::Relaxed),
+            tasks_active: self.tasks.lock().len() as u64,
+            chunks: store.chunks,
+            memory_bytes: store.memory_bytes,
+            spilled_bytes: store.spilled_bytes,
+            chunks_fetched: c.chunks_fetched.load(Ordering::Relaxed),
+            bytes_fetched: c.bytes_fetched.load(Ordering::Relaxed),
+            chunks_served: c.chunks_served.load(Ordering::Relaxed),
+            bytes_served: c.bytes_served.load(Ordering::Relaxed),
+            modules_fetched: c.modules_fetched.load(Ordering::Relaxed),
+            peer_connections: c.peer_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the connection to the scheduler and both endpoints, waiting a little for the
+    /// peers to be told.
+    pub(crate) async fn close_endpoints(&self) {
+        self.scheduler.close("worker stopped");
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            tokio::join!(self.peer_endpoint.shutdown(), self.endpoint.shutdown());
+        })
+        .await;
+    }
+
+    /// A chunk could not be read back: forget it and tell the scheduler.
+    pub(crate) fn chunk_lost(&self, key: TaskKey, why: &str) {
+        tracing::warn!(key = %key.short(), error = why, "chunk lost");
+        self.store.lock().remove(&key);
+        self.report(WorkerReport::ChunkLost(key));
+    }
+
+    /// Handles one command; returns why to stop if the worker must stop.
+    fn handle(self: &Arc<Self>, command: WorkerCommand) -> Option<StopReason> {
+        match command {
+            WorkerCommand::Welcome { worker_id } => {
+                tracing::warn!(worker_id, "ignoring a second Welcome");
+            }
+            WorkerCommand::Run(task) => self.spawn_task(task),
+            WorkerCommand::Release(keys) => {
+                let mut store = self.store.lock();
+                for key in &keys {
+                    store.remove(key);
+                }
+            }
+            WorkerCommand::Cancel(key) => self.cancel(key),
+            WorkerCommand::Steal(key) => {
+                let released = self.steal(key);
+                self.report(WorkerReport::StealAnswer { key, released });
+            }
+            WorkerCommand::Shutdown { reason } => return Some(StopReason::Shutdown(reason)),
+        }
+        None
+    }
+
+    fn spawn_task(self: &Arc<Self>, task: RunTask) {
+        self.counters.tasks_received.fetch_add(1, Ordering::Relaxed);
+        let key = task.key;
+        let mut tasks = self.tasks.lock();
+        match tasks.get(&key).map(|e| &e.state) {
+            Some(TaskState::Pending(_) | TaskState::Running { cancelled: false }) => {
+                tracing::warn!(key = %key.short(), "ignoring a Run of a task already here");
+                return;
+            }
+            // A cancelled attempt still winding down: this attempt replaces it.
+            Some(TaskState::Running { cancelled: true }) | None => {}
+        }
+        let run = self.next_run.fetch_add(1, Ordering::Relaxed);
+        // The entry is inserted before the task can look for it: it needs this lock first.
+        let handle = tokio::spawn(self.clone().run_task(task, run));
+        tasks.insert(
+            key,
+            TaskEntry {
+                run,
+                state: TaskState::Pending(handle.abort_handle()),
+            },
+        );
+    }
+
+    fn cancel(&self, key: TaskKey) {
+        let mut tasks = self.tasks.lock();
+        match tasks.get_mut(&key).map(|e| &mut e.state) {
+            Some(TaskState::Pending(abort)) => {
+                abort.abort();
+                tasks.remove(&key);
+                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(key = %key.short(), "cancelled a waiting task");
+            }
+            Some(TaskState::Running { cancelled }) => {
+                *cancelled = true;
+                tracing::debug!(key = %key.short(), "cancelled a running task: its result will be discarded");
+            }
+            None => {}
+        }
+    }
+
+    /// Gives back a task that has not started; `true` if it will not run here (including a
+    /// task this worker does not know).
+    fn steal(&self, key: TaskKey) -> bool {
+        let mut tasks = self.tasks.lock();
+        match tasks.get(&key).map(|e| &e.state) {
+            Some(TaskState::Pending(abort)) => {
+                abort.abort();
+                tasks.remove(&key);
+                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(TaskState::Running { .. }) => false,
+            None => true,
+        }
+    }
+
+    /// The life of one task attempt: module, inputs, slot, execution, report.
+    async fn run_task(self: Arc<Self>, mut task: RunTask, run: u64) {
+        let key = task.key;
+        if let Err(message) = self.ensure_module(task.module).await {
+            let kind = FailureKind::BadModule;
+            self.conclude(key, run, Outcome::Failed { kind, message });
+            return;
+        }
+        let inputs = match self.gather(std::mem::take(&mut task.args)).await {
+            Ok(inputs) => inputs,
+            Err(missing) => {
+                self.conclude(key, run, Outcome::Missing(missing));
+                return;
+            }
+        };
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        if !self.start_running(key, run) {
+            return;
+        }
+        let limits = self.limits_for(&task.limits);
+        let inner = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = inner.execute(&task, inputs, &limits);
+            (outcome, permit)
+        })
+        .await;
+        // The slot is given back only once the outcome is settled.
+        match joined {
+            Ok((outcome, _permit)) => self.conclude(key, run, outcome),
+            Err(e) => {
+                let message = format!("the task's thread failed: {e}");
+                let kind = FailureKind::Internal;
+                self.conclude(key, run, Outcome::Failed { kind, message });
+            }
+        }
+    }
+
+    /// Collects the inputs: literals, local chunks, and chunks fetched from peers (all fetches
+    /// in parallel). Returns the keys that could not be had.
+    async fn gather(self: &Arc<Self>, args: Vec<RunArg>) -> Result<Vec<Input>, Vec<TaskKey>> {
+        let mut inputs = Vec::with_capacity(args.len());
+        let mut fetches = Vec::new();
+        for arg in args {
+            match arg {
+                RunArg::Literal(blob) => inputs.push(Some(Input::Bytes(Bytes::from(blob.0)))),
+                RunArg::Chunk { key, size, holders } => {
+                    match self.chunk_source(key, size, &holders) {
+                        ChunkSource::Local => inputs.push(Some(Input::Local(key))),
+                        ChunkSource::Fetching(fetch) => {
+                            fetches.push((inputs.len(), key, fetch));
+                            inputs.push(None);
+                        }
+                    }
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        if !fetches.is_empty() {
+            let results =
+                futures::future::join_all(fetches.iter().map(|(_, _, fetch)| fetch.clone())).await;
+            for ((index, key, _), result) in fetches.into_iter().zip(results) {
+                match result {
+                    Ok(bytes) => inputs[index] = Some(Input::Bytes(bytes)),
+                    Err(e) => {
+                        tracing::warn!(key = %key.short(), error = %e, "input unavailable");
+                        missing.push(key);
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(inputs.into_iter().flatten().collect())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// Marks the attempt as running, unless it was dropped meanwhile.
+    fn start_running(&self, key: TaskKey, run: u64) -> bool {
+        let mut tasks = self.tasks.lock();
+        match tasks.get_mut(&key) {
+            Some(entry) if entry.run == run && matches!(entry.state, TaskState::Pending(_)) => {
+                entry.state = TaskState::Running { cancelled: false };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The task's limits: the worker's defaults where the task sets none.
+    fn limits_for(&self, limits: &TaskLimits) -> Limits {
+        let default = self.default_limits;
+        Limits {
+            timeout: limits
+                .timeout_ms
+                .map_or(default.timeout, Duration::from_millis),
+            memory: limits.memory_bytes.unwrap_or(default.memory),
+            fuel: limits.fuel.or(default.fuel),
+        }
+    }
+
+    /// Runs the task on this (blocking) thread and keeps its output in the store.
+    fn execute(&self, task: &RunTask, inputs: Vec<Input>, limits: &Limits) -> Outcome {
+        let mut args = Vec::with_capacity(inputs.len());
+        let mut missing = Vec::new();
+        let mut lost = Vec::new();
+        {
+            let mut store = self.store.lock();
+            for input in inputs {
+                match input {
+                    Input::Bytes(bytes) => args.push(bytes),
+                    Input::Local(key) => match store.get(&key) {
+                        Ok(Some(bytes)) => args.push(bytes),
+                        Ok(None) => missing.push(key),
+                        Err(e) => {
+                            missing.push(key);
+                            lost.push((key, e.to_string()));
+                        }
+                    },
+                }
+            }
+        }
+        for (key, why) in lost {
+            self.chunk_lost(key, &why);
+        }
+        if !missing.is_empty() {
+            return Outcome::Missing(missing);
+        }
+        let refs: Vec<&[u8]> = args.iter().map(|b| b.as_ref()).collect();
+        let started = Instant::now();
+        let result = self
+            .runtime
+            .execute(&task.module, &task.function, &refs, limits);
+        let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        drop(refs);
+        drop(args);
+        match result {
+            Ok(output) => {
+                let size = output.len() as u64;
+                let inline = (task.send_result && output.len() <= INLINE_LIMIT)
+                    .then(|| Blob(output.clone()));
+                if let Err(e) = self.store.lock().put(task.key, Bytes::from(output)) {
+                    return Outcome::Failed {
+                        kind: FailureKind::Internal,
+                        message: format!("cannot keep the result: {e}"),
+                    };
+                }
+                Outcome::Done {
+                    size,
+                    duration_us,
+                    inline,
+                }
+            }
+            Err(e) => {
+                let (kind, message) = failure_of(e);
+                Outcome::Failed { kind, message }
+            }
+        }
+    }
+
+    /// Reports the attempt's outcome, unless it was cancelled, stolen or superseded.
+    fn conclude(&self, key: TaskKey, run: u64, outcome: Outcome) {
+        let report = {
+            let mut tasks = self.tasks.lock();
+            match tasks.get(&key) {
+                Some(entry) if entry.run == run => {
+                    let cancelled = matches!(entry.state, TaskState::Running { cancelled: true });
+                    tasks.remove(&key);
+                    if cancelled && matches!(outcome, Outcome::Done { .. }) {
+                        self.store.lock().remove(&key);
+                    }
+                    !cancelled
+                }
+                _ => false,
+            }
+        };
+        if !report {
+            self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(key = %key.short(), "discarded the result of a cancelled task");
+            return;
+        }
+        let report = match outcome {
+            Outcome::Done {
+                size,
+                duration_us,
+                inline,
+            } => {
+                self.counters.tasks_finished.fetch_add(1, Ordering::Relaxed);
+                WorkerReport::Finished {
+                    key,
+                    size,
+                    duration_us,
+                    inline,
+                }
+            }
+            Outcome::Failed { kind, message } => {
+                self.counters.tasks_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(key = %key.short(), %kind, %message, "task failed");
+                WorkerReport::Failed { key, kind, message }
+            }
+            Outcome::Missing(missing) => {
+                self.counters
+                    .tasks_rescheduled
+                    .fetch_add(1, Ordering::Relaxed);
+                WorkerReport::Reschedule { key, missing }
+            }
+        };
+        self.report(report);
+    }
+}
+
+/// The failure kind and message of a runtime error.
+fn failure_of(error: RuntimeError) -> (FailureKind, String) {
+    let kind = match &error {
+        RuntimeError::Guest(TaskError::InvalidInput(message)) => {
+            return (FailureKind::InvalidInput, message.clone());
+        }
+        RuntimeError::Guest(TaskError::Failed(message)) => {
+            return (FailureKind::Failed, message.clone());
+        }
+        RuntimeError::Guest(TaskError::UnknownFunction(_))
+        | RuntimeError::UnknownFunction { .. } => FailureKind::UnknownFunction,
+        RuntimeError::Trap { .. } => FailureKind::Trap,
+        RuntimeError::DeadlineExceeded(_) => FailureKind::DeadlineExceeded,
+        RuntimeError::MemoryLimitExceeded { .. } => FailureKind::MemoryLimitExceeded,
+        RuntimeError::OutOfFuel { .. } => FailureKind::OutOfFuel,
+        RuntimeError::HashMismatch { .. }
+        | RuntimeError::InvalidComponent(_)
+        | RuntimeError::UnknownModule(_) => FailureKind::BadModule,
+        _ => FailureKind::Internal,
+    };
+    (kind, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_map_to_failure_kinds() {
+        let module = ModuleId::of(b"m");
+        let cases = [
+            (
+                RuntimeError::Guest(TaskError::InvalidInput("bad".into())),
+                FailureKind::InvalidInput,
+            ),
+            (
+                RuntimeError::Guest(TaskError::Failed("no".into())),
+                FailureKind::Failed,
+            ),
+            (
+                RuntimeError::UnknownFunction {
+                    module,
+                    function: "f".into(),
+                },
+                FailureKind::UnknownFunction,
+            ),
+            (
+                RuntimeError::Trap {
+                    message: "x".into(),
+                },
+                FailureKind::Trap,
+            ),
+            (
+                RuntimeError::DeadlineExceeded(Duration::from_secs(1)),
+                FailureKind::DeadlineExceeded,
+            ),
+            (
+                RuntimeError::MemoryLimitExceeded { limit: 1 },
+                FailureKind::MemoryLimitExceeded,
+            ),
+            (RuntimeError::OutOfFuel { fuel: 1 }, FailureKind::OutOfFuel),
+            (
+                RuntimeError::HashMismatch {
+                    expected: module,
+                    actual: module,
+                },
+                FailureKind::BadModule,
+            ),
+            (
+                RuntimeError::InvalidComponent("x".into()),
+                FailureKind::BadModule,
+            ),
+            (RuntimeError::UnknownModule(module), FailureKind::BadModule),
+            (RuntimeError::Internal("x".into()), FailureKind::Internal),
+            (
+                RuntimeError::PoolExhausted("x".into()),
+                FailureKind::Internal,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(failure_of(error).0, kind);
+        }
+        assert_eq!(
+            failure_of(RuntimeError::Guest(TaskError::Failed("why".into()))).1,
+            "why"
+        );
+    }
+}

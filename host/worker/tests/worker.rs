@@ -1,0 +1,719 @@
+//! The worker daemon against a small fake scheduler built on taskhost-net, on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use taskhost_net::{
+    ClusterIdentity, ClusterToken, Connection, Credentials, Endpoint, JoinTicket, Listener,
+    ListenerConfig, NetError, Receiver, Sender, TransportSettings, serve_bulk,
+};
+use taskhost_proto::{
+    BulkRequest, FailureKind, ModuleId, Role, RunArg, RunTask, TaskKey, TaskLimits, WorkerCommand,
+    WorkerReport,
+};
+use taskhost_worker::{WorkerConfig, WorkerError, WorkerHandle, start};
+use tempfile::TempDir;
+use tokio::time::timeout;
+
+/// Bound on every wait for a report.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn example_guest() -> Vec<u8> {
+    taskhost_guest_artifacts::read(taskhost_guest_artifacts::EXAMPLE_GUEST)
+}
+
+/// The postcard encoding of a typed argument.
+fn enc<T: serde::Serialize>(value: T) -> Vec<u8> {
+    postcard::to_allocvec(&value).unwrap()
+}
+
+/// A scheduler stand-in: the cluster identity, a listener, and modules served by hash.
+struct FakeScheduler {
+    _dir: TempDir,
+    listener: Listener,
+    ticket: JoinTicket,
+    token: ClusterToken,
+    modules: Arc<Mutex<HashMap<ModuleId, Bytes>>>,
+}
+
+/// The scheduler's side of one registered worker.
+struct Link {
+    tx: Sender<WorkerCommand>,
+    rx: Receiver<WorkerReport>,
+    conn: Connection,
+    peer_addr: SocketAddr,
+    /// The last `Memory` report: (in memory, spilled).
+    memory: Option<(u64, u64)>,
+    heartbeats: u64,
+}
+
+impl FakeScheduler {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, created) = ClusterIdentity::load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let listener = Listener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ListenerConfig::scheduler(&identity),
+        )
+        .await
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ticket = identity.ticket(vec![addr.to_string()]);
+        Self {
+            _dir: dir,
+            listener,
+            ticket,
+            token: identity.token().clone(),
+            modules: Arc::default(),
+        }
+    }
+
+    fn add_module(&self, bytes: Vec<u8>) -> ModuleId {
+        let id = ModuleId::of(&bytes);
+        self.add_module_as(id, bytes);
+        id
+    }
+
+    /// Serves `bytes` under `id`, whatever they hash to.
+    fn add_module_as(&self, id: ModuleId, bytes: Vec<u8>) {
+        self.modules.lock().unwrap().insert(id, Bytes::from(bytes));
+    }
+
+    fn config(&self, dir: &TempDir, slots: u32) -> WorkerConfig {
+        let mut config = WorkerConfig::new(self.ticket.clone(), dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.slots = slots;
+        config.memory_limit = 256 << 20;
+        config.heartbeat = Duration::from_millis(100);
+        config
+    }
+
+    /// Starts a worker and accepts its registration.
+    async fn worker(&mut self, dir: &TempDir, slots: u32) -> (WorkerHandle, Link) {
+        let config = self.config(dir, slots);
+        self.worker_with(config).await
+    }
+
+    async fn worker_with(&mut self, config: WorkerConfig) -> (WorkerHandle, Link) {
+        let (worker, link) = tokio::join!(
+            async { timeout(WAIT, start(config)).await.expect("start timed out") },
+            self.accept()
+        );
+        let worker = worker.expect("the worker starts");
+        assert_eq!(worker.peer_addr(), link.peer_addr);
+        (worker, link)
+    }
+
+    async fn accept(&mut self) -> Link {
+        let established = timeout(WAIT, self.listener.accept())
+            .await
+            .expect("no worker connected")
+            .expect("listener closed");
+        assert_eq!(established.connection.peer_role(), Role::Worker);
+        let conn = established.connection;
+        let (tx, mut rx) = established.control.split::<WorkerCommand, WorkerReport>();
+        let register = timeout(WAIT, rx.recv()).await.unwrap().unwrap().unwrap();
+        let WorkerReport::Register {
+            name,
+            slots,
+            memory_limit,
+            peer_addr,
+        } = register
+        else {
+            panic!("expected Register, got {register:?}");
+        };
+        assert!(!name.is_empty());
+        assert!(slots > 0);
+        assert_eq!(memory_limit, 256 << 20);
+        assert!(peer_addr.ip().is_loopback());
+        let modules = self.modules.clone();
+        serve_bulk(conn.clone(), move |request: BulkRequest| {
+            let found = match request {
+                BulkRequest::Module(id) => modules.lock().unwrap().get(&id).cloned(),
+                BulkRequest::Chunk(_) => None,
+            };
+            async move { Ok(found) }
+        });
+        tx.send(&WorkerCommand::Welcome { worker_id: 7 })
+            .await
+            .unwrap();
+        Link {
+            tx,
+            rx,
+            conn,
+            peer_addr,
+            memory: None,
+            heartbeats: 0,
+        }
+    }
+}
+
+impl Link {
+    fn send(&self, command: WorkerCommand) {
+        self.tx.send_now(&command).unwrap();
+    }
+
+    fn run(&self, task: &RunTask) {
+        self.send(WorkerCommand::Run(task.clone()));
+    }
+
+    /// The next report other than `Memory` and `Heartbeat` (which are recorded).
+    async fn next(&mut self) -> WorkerReport {
+        timeout(WAIT, self.next_unbounded())
+            .await
+            .expect("no report in time")
+    }
+
+    async fn next_unbounded(&mut self) -> WorkerReport {
+        loop {
+            let report = self
+                .rx
+                .recv()
+                .await
+                .expect("control stream failed")
+                .expect("control stream ended");
+            match report {
+                WorkerReport::Memory { in_memory, spilled } => {
+                    self.memory = Some((in_memory, spilled))
+                }
+                WorkerReport::Heartbeat => self.heartbeats += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits for a `Memory` report satisfying `ok`.
+    async fn memory_until(&mut self, ok: impl Fn((u64, u64)) -> bool) {
+        timeout(WAIT, async {
+            loop {
+                if self.memory.is_some_and(&ok) {
+                    return;
+                }
+                let report = self.rx.recv().await.unwrap().unwrap();
+                match report {
+                    WorkerReport::Memory { in_memory, spilled } => {
+                        self.memory = Some((in_memory, spilled))
+                    }
+                    WorkerReport::Heartbeat => self.heartbeats += 1,
+                    other => panic!("unexpected report {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("no such Memory report in time");
+    }
+
+    /// Waits for the report of `key`'s result.
+    async fn finished(&mut self, key: TaskKey) -> (u64, Option<Vec<u8>>) {
+        match self.next().await {
+            WorkerReport::Finished {
+                key: k,
+                size,
+                inline,
+                ..
+            } if k == key => (size, inline.map(|b| b.0)),
+            other => panic!("expected Finished of {}, got {other:?}", key.short()),
+        }
+    }
+
+    async fn failed(&mut self, key: TaskKey) -> (FailureKind, String) {
+        match self.next().await {
+            WorkerReport::Failed {
+                key: k,
+                kind,
+                message,
+            } if k == key => (kind, message),
+            other => panic!("expected Failed of {}, got {other:?}", key.short()),
+        }
+    }
+}
+
+/// A task of `function` on literal arguments; `salt` makes otherwise equal tasks distinct.
+fn literal_task(module: ModuleId, function: &str, args: Vec<Vec<u8>>, salt: u64) -> RunTask {
+    let mut builder = TaskKey::builder(&module, function);
+    for arg in &args {
+        builder.literal_arg(arg);
+    }
+    builder.literal_arg(&salt.to_le_bytes());
+    RunTask {
+        key: builder.finish(),
+        module,
+        function: function.into(),
+        args: args
+            .into_iter()
+            .map(|a| RunArg::Literal(a.into()))
+            .collect(),
+        limits: TaskLimits::default(),
+        send_result: true,
+    }
+}
+
+/// A task of `function` on the output of `input`, held by `holders`.
+fn chunk_task(
+    module: ModuleId,
+    function: &str,
+    input: TaskKey,
+    size: u64,
+    holders: Vec<SocketAddr>,
+    salt: u64,
+) -> RunTask {
+    let key = TaskKey::builder(&module, function)
+        .task_arg(&input)
+        .literal_arg(&salt.to_le_bytes())
+        .finish();
+    RunTask {
+        key,
+        module,
+        function: function.into(),
+        args: vec![RunArg::Chunk {
+            key: input,
+            size,
+            holders,
+        }],
+        limits: TaskLimits::default(),
+        send_result: true,
+    }
+}
+
+fn f64_of(bytes: &[u8]) -> f64 {
+    postcard::from_bytes(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_add_with_the_module_fetched_by_hash() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 2).await;
+    assert_eq!(worker.worker_id(), 7);
+
+    let add = literal_task(module, "add", vec![enc(2.0f64), enc(3.5f64)], 0);
+    link.run(&add);
+    let (size, inline) = link.finished(add.key).await;
+    assert_eq!(size, 8);
+    assert_eq!(
+        f64_of(&inline.expect("a wanted small result travels inline")),
+        5.5
+    );
+
+    // The module is cached now; a result nobody waits for stays on the worker.
+    let mut quiet = literal_task(module, "add", vec![enc(1.0f64), enc(1.0f64)], 1);
+    quiet.send_result = false;
+    link.run(&quiet);
+    let (size, inline) = link.finished(quiet.key).await;
+    assert_eq!((size, inline), (8, None));
+
+    let stats = worker.stats();
+    assert_eq!(stats.modules_fetched, 1);
+    assert_eq!(stats.tasks_finished, 2);
+    assert_eq!(stats.chunks, 2);
+    assert_eq!(stats.memory_bytes, 16);
+    link.memory_until(|(in_memory, _)| in_memory == 16).await;
+    link.memory_until(|_| true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.send(WorkerCommand::Release(vec![add.key, quiet.key]));
+    link.memory_until(|(in_memory, _)| in_memory == 0).await;
+    assert!(link.heartbeats > 0, "heartbeats arrive every 100 ms");
+    assert_eq!(worker.stats().chunks, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_fetch_a_module_once() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 2).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| literal_task(module, "inc", vec![enc(i as i64)], i))
+        .collect();
+    for task in &tasks {
+        link.run(task);
+    }
+    let mut results = HashMap::new();
+    for _ in &tasks {
+        match link.next().await {
+            WorkerReport::Finished { key, inline, .. } => {
+                let value: i64 = postcard::from_bytes(&inline.unwrap().0).unwrap();
+                results.insert(key, value);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for (i, task) in tasks.iter().enumerate() {
+        assert_eq!(results[&task.key], i as i64 + 1);
+    }
+    assert_eq!(worker.stats().modules_fetched, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_invalid_module_is_rejected() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let bytes = example_guest();
+    let good = ModuleId::of(&bytes);
+    // Served under the right id but altered on the way: the hash no longer matches.
+    let mut tampered = bytes.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    scheduler.add_module_as(good, tampered);
+    // Bytes that match their id but are no component.
+    let garbage = scheduler.add_module(b"not a component at all".to_vec());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 2).await;
+    let task = literal_task(good, "add", vec![enc(1.0f64), enc(2.0f64)], 0);
+    link.run(&task);
+    let (kind, message) = link.failed(task.key).await;
+    assert_eq!(kind, FailureKind::BadModule, "{message}");
+    assert!(message.contains("hash"), "{message}");
+
+    let task = literal_task(garbage, "add", vec![enc(1.0f64), enc(2.0f64)], 0);
+    link.run(&task);
+    let (kind, message) = link.failed(task.key).await;
+    assert_eq!(kind, FailureKind::BadModule, "{message}");
+
+    // An unknown module too.
+    let unknown = ModuleId::of(b"nobody has this");
+    let task = literal_task(unknown, "add", vec![], 0);
+    link.run(&task);
+    let (kind, _) = link.failed(task.key).await;
+    assert_eq!(kind, FailureKind::BadModule);
+
+    // Once the real bytes are served, the same module id works.
+    scheduler.add_module_as(good, bytes);
+    let task = literal_task(good, "add", vec![enc(1.0f64), enc(2.0f64)], 1);
+    link.run(&task);
+    let (_, inline) = link.finished(task.key).await;
+    assert_eq!(f64_of(&inline.unwrap()), 3.0);
+    assert_eq!(worker.stats().modules_fetched, 1);
+    assert_eq!(worker.stats().tasks_failed, 3);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_move_from_worker_to_worker() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, mut link_a) = scheduler.worker(&dir_a, 2).await;
+    let (b, mut link_b) = scheduler.worker(&dir_b, 2).await;
+
+    // A computes inc(41) and keeps it.
+    let mut first = literal_task(module, "inc", vec![enc(41i64)], 0);
+    first.send_result = false;
+    link_a.run(&first);
+    let (size, _) = link_a.finished(first.key).await;
+    assert_eq!(size, 1, "postcard encodes 42i64 as one varint byte");
+
+    // B computes inc of it, fetching the input from A directly.
+    let second = chunk_task(module, "inc", first.key, size, vec![a.peer_addr()], 0);
+    link_b.run(&second);
+    let (_, inline) = link_b.finished(second.key).await;
+    assert_eq!(postcard::from_bytes::<i64>(&inline.unwrap()).unwrap(), 43);
+    assert_eq!(a.stats().bytes_served, size);
+    assert_eq!(a.stats().chunks_served, 1);
+    assert_eq!(b.stats().bytes_fetched, size);
+    assert_eq!(b.stats().chunks_fetched, 1);
+
+    // The fetched chunk is kept: another task on B needs no transfer.
+    let third = chunk_task(module, "inc", first.key, size, vec![a.peer_addr()], 1);
+    link_b.run(&third);
+    link_b.finished(third.key).await;
+    assert_eq!(b.stats().chunks_fetched, 1);
+
+    // A large chunk wanted by several tasks at once crosses once.
+    let big = vec![7u8; 4 << 20];
+    let mut echo = literal_task(module, "echo", vec![big.clone()], 0);
+    echo.send_result = false;
+    link_a.run(&echo);
+    let (big_size, _) = link_a.finished(echo.key).await;
+    assert_eq!(big_size, big.len() as u64);
+    let readers: Vec<_> = (0..4)
+        .map(|salt| {
+            let mut t = chunk_task(
+                module,
+                "echo",
+                echo.key,
+                big_size,
+                vec![a.peer_addr()],
+                salt,
+            );
+            t.send_result = false;
+            t
+        })
+        .collect();
+    for t in &readers {
+        link_b.run(t);
+    }
+    for _ in &readers {
+        match link_b.next().await {
+            WorkerReport::Finished { size, .. } => assert_eq!(size, big_size),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(b.stats().chunks_fetched, 2);
+    assert_eq!(b.stats().bytes_fetched, size + big_size);
+    assert_eq!(a.stats().bytes_served, size + big_size);
+    assert_eq!(b.stats().peer_connections, 1, "one connection per peer");
+
+    // An input nobody can serve sends the task back to the scheduler.
+    let ghost = TaskKey::builder(&module, "ghost").finish();
+    for holders in [vec![a.peer_addr()], vec![]] {
+        let lost = chunk_task(module, "inc", ghost, 1, holders, 9);
+        link_b.run(&lost);
+        match link_b.next().await {
+            WorkerReport::Reschedule { key, missing } => {
+                assert_eq!(key, lost.key);
+                assert_eq!(missing, vec![ghost]);
+            }
+            other => panic!("expected Reschedule, got {other:?}"),
+        }
+    }
+
+    // A client may fetch results from a worker directly; without the token, nobody can.
+    let endpoint = Endpoint::client(TransportSettings::default()).unwrap();
+    let client = endpoint
+        .connect(
+            a.peer_addr(),
+            &Credentials::peer(scheduler.token.clone()),
+            Role::Client,
+        )
+        .await
+        .unwrap();
+    let bytes = client
+        .connection
+        .fetch(&BulkRequest::Chunk(echo.key), 8 << 20)
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], &big[..]);
+    let refused = client
+        .connection
+        .fetch(&BulkRequest::Chunk(ghost), 8 << 20)
+        .await;
+    assert!(matches!(refused, Err(NetError::NotFound)), "{refused:?}");
+    let intruder = endpoint
+        .connect(
+            a.peer_addr(),
+            &Credentials::peer(ClusterToken::generate().unwrap()),
+            Role::Peer,
+        )
+        .await;
+    assert!(intruder.is_err(), "a peer without the token is refused");
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_tasks_fail_with_their_cause_and_the_worker_carries_on() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 2).await;
+
+    let panic = literal_task(module, "panic", vec![enc("boom")], 0);
+    link.run(&panic);
+    let (kind, message) = link.failed(panic.key).await;
+    assert_eq!(kind, FailureKind::Trap, "{message}");
+
+    let mut spin = literal_task(module, "spin", vec![], 0);
+    spin.limits.timeout_ms = Some(200);
+    link.run(&spin);
+    let started = std::time::Instant::now();
+    let (kind, message) = link.failed(spin.key).await;
+    assert_eq!(kind, FailureKind::DeadlineExceeded, "{message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let mut hog = literal_task(module, "hog", vec![enc(1u64 << 20)], 0);
+    hog.limits.memory_bytes = Some(32 << 20);
+    link.run(&hog);
+    let (kind, message) = link.failed(hog.key).await;
+    assert_eq!(kind, FailureKind::MemoryLimitExceeded, "{message}");
+
+    let mut fuel = literal_task(module, "spin", vec![], 1);
+    fuel.limits.fuel = Some(1_000_000);
+    link.run(&fuel);
+    let (kind, message) = link.failed(fuel.key).await;
+    assert_eq!(kind, FailureKind::OutOfFuel, "{message}");
+
+    let fail = literal_task(module, "fail", vec![enc("no luck")], 0);
+    link.run(&fail);
+    assert_eq!(
+        link.failed(fail.key).await,
+        (FailureKind::Failed, "no luck".to_string())
+    );
+
+    let bad_input = literal_task(module, "add", vec![enc(1.0f64)], 0);
+    link.run(&bad_input);
+    assert_eq!(
+        link.failed(bad_input.key).await.0,
+        FailureKind::InvalidInput
+    );
+
+    let unknown = literal_task(module, "no_such_function", vec![], 0);
+    link.run(&unknown);
+    assert_eq!(
+        link.failed(unknown.key).await.0,
+        FailureKind::UnknownFunction
+    );
+
+    let add = literal_task(module, "add", vec![enc(20.0f64), enc(22.0f64)], 0);
+    link.run(&add);
+    let (_, inline) = link.finished(add.key).await;
+    assert_eq!(f64_of(&inline.unwrap()), 42.0);
+    assert_eq!(worker.stats().tasks_failed, 7);
+    assert_eq!(worker.stats().chunks, 1, "failed tasks leave no chunk");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steal_cancel_and_release() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 1).await;
+
+    // Warm up: the module is fetched and compiled.
+    let warm = literal_task(module, "inc", vec![enc(1i64)], 0);
+    link.run(&warm);
+    link.finished(warm.key).await;
+
+    // One slot: `long` runs, the others queue behind it.
+    let long = literal_task(module, "busy_wait", vec![enc(1_000_000u64)], 0);
+    let stolen = literal_task(module, "busy_wait", vec![enc(1u64)], 1);
+    let cancelled = literal_task(module, "busy_wait", vec![enc(1u64)], 2);
+    link.run(&long);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.run(&stolen);
+    link.run(&cancelled);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(worker.stats().tasks_active, 3);
+
+    link.send(WorkerCommand::Steal(long.key));
+    match link.next().await {
+        WorkerReport::StealAnswer { key, released } => {
+            assert_eq!(key, long.key);
+            assert!(!released, "a running task cannot be stolen");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    link.send(WorkerCommand::Steal(stolen.key));
+    match link.next().await {
+        WorkerReport::StealAnswer { key, released } => {
+            assert_eq!(key, stolen.key);
+            assert!(released, "a queued task is given back");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let unknown = TaskKey::builder(&module, "unknown").finish();
+    link.send(WorkerCommand::Steal(unknown));
+    match link.next().await {
+        WorkerReport::StealAnswer { key, released } => {
+            assert_eq!(key, unknown);
+            assert!(released, "an unknown task will not run here");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    link.send(WorkerCommand::Cancel(cancelled.key));
+    link.send(WorkerCommand::Cancel(long.key));
+
+    // Nothing is reported for the three; the next task runs once the slot is free.
+    let after = literal_task(module, "inc", vec![enc(5i64)], 0);
+    link.run(&after);
+    let (_, inline) = link.finished(after.key).await;
+    assert_eq!(postcard::from_bytes::<i64>(&inline.unwrap()).unwrap(), 6);
+    let stats = worker.stats();
+    assert_eq!(stats.tasks_dropped, 3);
+    assert_eq!(stats.tasks_finished, 2);
+    assert_eq!(stats.tasks_active, 0);
+    assert_eq!(stats.chunks, 2, "the cancelled task's output is not kept");
+
+    link.send(WorkerCommand::Release(vec![warm.key, after.key]));
+    link.memory_until(|(in_memory, _)| in_memory == 0).await;
+    assert_eq!(worker.stats().chunks, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_scheduler_stops_the_worker_promptly() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut worker, link) = scheduler.worker(&dir, 1).await;
+    link.conn.close("scheduler going away");
+    let result = timeout(Duration::from_secs(5), worker.wait())
+        .await
+        .expect("the worker noticed in time");
+    match result {
+        Err(WorkerError::SchedulerLost(message)) => {
+            assert!(message.contains("scheduler going away"), "{message}");
+        }
+        other => panic!("expected SchedulerLost, got {other:?}"),
+    }
+
+    // The whole scheduler process vanishing (its endpoint dropped) is noticed too.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut worker, link) = scheduler.worker(&dir, 1).await;
+    drop(link);
+    drop(scheduler);
+    let result = timeout(Duration::from_secs(5), worker.wait())
+        .await
+        .expect("the worker noticed in time");
+    assert!(
+        matches!(result, Err(WorkerError::SchedulerLost(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_either_side() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut worker, link) = scheduler.worker(&dir, 1).await;
+    link.send(WorkerCommand::Shutdown {
+        reason: "maintenance".into(),
+    });
+    let result = timeout(Duration::from_secs(5), worker.wait())
+        .await
+        .unwrap();
+    match result {
+        Err(WorkerError::Shutdown { reason }) => assert_eq!(reason, "maintenance"),
+        other => panic!("expected Shutdown, got {other:?}"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 1).await;
+    timeout(Duration::from_secs(10), worker.shutdown())
+        .await
+        .unwrap();
+    let ended = timeout(Duration::from_secs(5), async {
+        loop {
+            match link.rx.recv().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the scheduler sees the worker leave");
+    assert!(!matches!(ended, Ok(Some(_))));
+}
