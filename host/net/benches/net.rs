@@ -211,7 +211,10 @@ fn thread_cpu() -> std::collections::HashMap<String, f64> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let name = stat[open + 1..close].to_string();
+        let name = match &stat[open + 1..close] {
+            n @ ("quic-server" | "tcp-server") => n.to_string(),
+            _ => "client".to_string(),
+        };
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         let ticks = |i: usize| {
             fields
