@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The guest components to build: (constant name, crate's library name).
-const GUESTS: &[(&str, &str)] = &[("EXAMPLE_GUEST", "taskhost_example_guest")];
+const GUESTS: &[(&str, &str)] = &[
+    ("EXAMPLE_GUEST", "taskhost_example_guest"),
+    ("KERNELS_GUEST", "taskhost_kernels"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -1,0 +1,197 @@
+//! The kernels module run through the sandboxed runtime, compared with ndarray.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use ndarray::{ArrayD, Axis, IxDyn};
+use taskhost_array::chunk::{self, DType};
+use taskhost_runtime::{Limits, ModuleId, Runtime, RuntimeConfig};
+
+struct Kernels {
+    _dir: tempfile::TempDir,
+    runtime: Runtime,
+    id: ModuleId,
+}
+
+impl Kernels {
+    fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let runtime = Runtime::new(RuntimeConfig::new(dir.path()))?;
+        // TASKHOST_KERNELS_WASM swaps in another build (e.g. without SIMD) for the timings.
+        let bytes = match std::env::var("TASKHOST_KERNELS_WASM") {
+            Ok(path) => std::fs::read(path)?,
+            Err(_) => taskhost_array::KERNELS_WASM.to_vec(),
+        };
+        let id = runtime.put(&bytes)?;
+        Ok(Kernels {
+            _dir: dir,
+            runtime,
+            id,
+        })
+    }
+
+    fn call(&self, name: &str, args: &[&[u8]]) -> Result<Vec<u8>> {
+        Ok(self
+            .runtime
+            .execute(&self.id, name, args, &Limits::default())?)
+    }
+
+    fn f64(&self, name: &str, args: &[&[u8]]) -> Result<ArrayD<f64>> {
+        Ok(chunk::decode_f64(&self.call(name, args)?)?)
+    }
+}
+
+fn random(k: &Kernels, shape: &[usize], seed: i64) -> Result<(Vec<u8>, ArrayD<f64>)> {
+    let bytes = k.call(
+        "random",
+        &[&chunk::spec(DType::F64, shape), &chunk::scalar_i64(seed)],
+    )?;
+    let array = chunk::decode_f64(&bytes)?;
+    Ok((bytes, array))
+}
+
+fn assert_close(got: &ArrayD<f64>, want: &ArrayD<f64>, tol: f64) {
+    assert_eq!(got.shape(), want.shape());
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn kernels_match_ndarray_through_the_runtime() -> Result<()> {
+    let k = Kernels::new()?;
+    let names: Vec<String> = k
+        .runtime
+        .describe(&k.id)?
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "matmul_acc"), "{names:?}");
+
+    let (xb, x) = random(&k, &[37, 53], 7)?;
+    assert_eq!(x[[2, 3]], chunk::uniform(7, 2 * 53 + 3));
+    let (yb, y) = random(&k, &[53, 37], 8)?;
+    let tol = 1e-12;
+
+    // Elementwise with a transposed block, a row vector and a scalar.
+    let yt = k.call("transpose", &[&yb])?;
+    assert_close(&chunk::decode_f64(&yt)?, &y.t().to_owned(), 0.0);
+    assert_close(&k.f64("add", &[&xb, &yt])?, &(&x + &y.t()), tol);
+    let row = chunk::encode_f64(&x.index_axis(Axis(0), 0).to_owned());
+    assert_close(
+        &k.f64("sub", &[&xb, &row])?,
+        &(&x - &x.index_axis(Axis(0), 0)),
+        tol,
+    );
+    assert_close(
+        &k.f64("div", &[&chunk::scalar_f64(2.0), &xb])?,
+        &x.mapv(|v| 2.0 / v),
+        tol,
+    );
+
+    // Reductions.
+    let sum0 = k.f64("sum", &[&xb, &chunk::i64s(&[1], &[0])])?;
+    assert_close(&sum0, &x.sum_axis(Axis(0)).insert_axis(Axis(0)), 1e-12);
+    let all = k.f64("sum", &[&xb, &chunk::i64s(&[2], &[0, 1])])?;
+    assert!((all[[0, 0]] - x.sum()).abs() < 1e-9);
+    let max = k.f64("max", &[&xb, &chunk::i64s(&[1], &[1])])?;
+    let want = x
+        .map_axis(Axis(1), |r| r.fold(f64::MIN, |a, &b| a.max(b)))
+        .insert_axis(Axis(1));
+    assert_close(&max, &want, 0.0);
+    let m1 = k.call("moments", &[&xb, &chunk::i64s(&[2], &[0, 1])])?;
+    let m2 = k.call("moments", &[&yb, &chunk::i64s(&[2], &[0, 1])])?;
+    let both = k.call(
+        "moments_combine",
+        &[&chunk::spec(DType::F64, &[]), &m1, &m2],
+    )?;
+    let std = k.f64(
+        "std_finalize",
+        &[
+            &chunk::spec(DType::F64, &[]),
+            &both,
+            &chunk::scalar_f64(0.0),
+        ],
+    )?;
+    let all_values: Vec<f64> = x.iter().chain(y.iter()).copied().collect();
+    let n = all_values.len() as f64;
+    let mean = all_values.iter().sum::<f64>() / n;
+    let want_std = (all_values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(
+        (std[[]] - want_std).abs() < 1e-12,
+        "{} vs {want_std}",
+        std[[]]
+    );
+
+    // Matrix products.
+    let x2 = x.clone().into_dimensionality::<ndarray::Ix2>()?;
+    let y2 = y.clone().into_dimensionality::<ndarray::Ix2>()?;
+    let want = x2.dot(&y2).into_dyn();
+    assert_close(&k.f64("matmul", &[&xb, &yb])?, &want, 1e-12);
+    let c = k.call("matmul", &[&xb, &yb])?;
+    assert_close(
+        &k.f64("matmul_acc", &[&c, &xb, &yb])?,
+        &(&want * 2.0),
+        1e-12,
+    );
+
+    // Slicing and creation.
+    let sliced = k.f64(
+        "slice",
+        &[&xb, &chunk::i64s(&[2, 3], &[3, 10, 1, 0, 53, 2])],
+    )?;
+    assert_close(
+        &sliced,
+        &x.slice(ndarray::s![3..10, 0..53;2]).to_owned().into_dyn(),
+        0.0,
+    );
+    let full = k.f64(
+        "full",
+        &[&chunk::spec(DType::F64, &[2, 2]), &chunk::scalar_f64(3.5)],
+    )?;
+    assert_close(&full, &ArrayD::from_elem(IxDyn(&[2, 2]), 3.5), 0.0);
+    let bad = k.call("add", &[&xb, &yb]).unwrap_err().to_string();
+    assert!(bad.contains("broadcast"), "{bad}");
+    Ok(())
+}
+
+/// Prints the time of each kernel on 1000 x 1000 float64 blocks (median of five runs):
+/// `cargo test -p taskhost-array --release --test kernels_runtime -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_timings() -> Result<()> {
+    let k = Kernels::new()?;
+    let n = 1000;
+    let (xb, _) = random(&k, &[n, n], 1)?;
+    let (yb, _) = random(&k, &[n, n], 2)?;
+    let row = k.call("sum", &[&xb, &chunk::i64s(&[1], &[0])])?;
+    let spec = chunk::spec(DType::F64, &[n, n]);
+    let seed = chunk::scalar_i64(3);
+    let axes0 = chunk::i64s(&[1], &[0]);
+    let axes_all = chunk::i64s(&[2], &[0, 1]);
+    let one = chunk::scalar_f64(1.0);
+    let cases: Vec<(&str, &str, Vec<&[u8]>)> = vec![
+        ("echo-sized noop: ones", "ones", vec![&spec]),
+        ("random", "random", vec![&spec, &seed]),
+        ("transpose", "transpose", vec![&xb]),
+        ("add", "add", vec![&xb, &yb]),
+        ("add scalar", "add", vec![&xb, &one]),
+        ("sub row vector", "sub", vec![&xb, &row]),
+        ("sum all", "sum", vec![&xb, &axes_all]),
+        ("sum axis 0", "sum", vec![&xb, &axes0]),
+        ("moments all", "moments", vec![&xb, &axes_all]),
+        ("matmul", "matmul", vec![&xb, &yb]),
+    ];
+    for (label, name, args) in cases {
+        let runs = if name == "matmul" { 2 } else { 5 };
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            k.call(name, &args)?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{label:>24}: {:8.2} ms", times[times.len() / 2]);
+    }
+    Ok(())
+}
