@@ -25,11 +25,14 @@ fn main() {
     let bytes = taskhost_guest_artifacts::read(EXAMPLE_GUEST);
     let limits = Limits::default();
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    // `BENCH_ONLY=echo` (or `noop`, `load`) runs one part, for profiling.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only == part;
 
     // Cold load: compile the component in a fresh data directory.
     let mut compiles = Vec::new();
     let mut loads = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..if wanted("load") { 5 } else { 0 } {
         let dir = tempfile::tempdir().unwrap();
         let runtime = Runtime::new(RuntimeConfig::new(dir.path())).unwrap();
         let id = runtime.put(&bytes).unwrap();
@@ -47,19 +50,28 @@ fn main() {
     }
     compiles.sort();
     loads.sort();
-    rows.push((
-        format!("cold load (compile), {} KiB component", bytes.len() / 1024),
-        format!("median {}", ms(percentile(&compiles, 0.5))),
-        format!("min {}", ms(compiles[0])),
-    ));
-    rows.push((
-        "restart load (deserialize cached artifact)".into(),
-        format!("median {}", us(percentile(&loads, 0.5))),
-        format!("min {}", us(loads[0])),
-    ));
+    if !compiles.is_empty() {
+        rows.push((
+            format!("cold load (compile), {} KiB component", bytes.len() / 1024),
+            format!("median {}", ms(percentile(&compiles, 0.5))),
+            format!("min {}", ms(compiles[0])),
+        ));
+        rows.push((
+            "restart load (deserialize cached artifact)".into(),
+            format!("median {}", us(percentile(&loads, 0.5))),
+            format!("min {}", us(loads[0])),
+        ));
+    }
 
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(RuntimeConfig::new(dir.path())).unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    if let Ok(mib) = std::env::var("BENCH_KEEP_RESIDENT_MIB") {
+        config.memory_keep_resident = mib.parse::<usize>().unwrap() << 20;
+    }
+    if std::env::var("BENCH_NO_FUEL").is_ok() {
+        config.fuel_metering = false;
+    }
+    let runtime = Runtime::new(config).unwrap();
     let id = runtime.put(&bytes).unwrap();
     runtime.prepare(&id).unwrap();
 
@@ -68,6 +80,9 @@ fn main() {
         ("noop", vec![]),
         ("inc", vec![postcard::to_allocvec(&41i64).unwrap()]),
     ] {
+        if !wanted("noop") {
+            continue;
+        }
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
         for _ in 0..2000 {
             runtime.execute(&id, function, &args, &limits).unwrap();
@@ -87,6 +102,10 @@ fn main() {
     }
 
     // Throughput: 8 MiB in, the same 8 MiB back out.
+    if !wanted("echo") {
+        print_table(&rows);
+        return;
+    }
     let payload: Vec<u8> = (0..8 << 20).map(|i: u32| i as u8).collect();
     for _ in 0..5 {
         runtime.execute(&id, "echo", &[&payload], &limits).unwrap();
@@ -107,6 +126,10 @@ fn main() {
         format!("{gbps:.2} GB/s each way ({:.2} GB/s in+out)", 2.0 * gbps),
     ));
 
+    print_table(&rows);
+}
+
+fn print_table(rows: &[(String, String, String)]) {
     println!("| measurement | result | detail |");
     println!("|---|---|---|");
     for (what, result, detail) in rows {

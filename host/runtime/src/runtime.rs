@@ -48,8 +48,10 @@ pub struct RuntimeConfig {
     pub log_records: usize,
     /// How many bytes (messages and fields) a task may log through the `host` interface.
     pub log_bytes: usize,
-    /// How many bytes of each linear memory stay resident (reset in place rather than
-    /// unmapped) when an instance slot is reused; this is what makes instantiation cheap.
+    /// How many bytes of each linear memory stay resident (dirty pages reset in place rather
+    /// than unmapped) when an instance slot is reused; this is what makes instantiation and
+    /// large arguments cheap (no page faults on reuse). It bounds the memory a warm, unused
+    /// slot keeps: at most this much per slot that was ever used.
     pub memory_keep_resident: usize,
 }
 
@@ -65,7 +67,7 @@ impl RuntimeConfig {
             stdio_limit: 64 * 1024,
             log_records: 1000,
             log_bytes: 256 * 1024,
-            memory_keep_resident: 1 << 20,
+            memory_keep_resident: 64 << 20,
         }
     }
 }
