@@ -383,3 +383,34 @@ fn a_corrupt_artifact_is_recompiled() {
     assert!(call(&runtime, &id, "noop", &[]).is_ok());
     assert_eq!(runtime.stats().compilations, 1);
 }
+
+#[test]
+fn a_full_instance_pool_is_reported_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path());
+    config.max_instances = 1;
+    let runtime = Arc::new(Runtime::new(config).unwrap());
+    let id = runtime.put(&guest_bytes()).unwrap();
+    runtime.prepare(&id).unwrap();
+    let spinning = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || {
+            let limits = Limits {
+                timeout: Duration::from_millis(1500),
+                ..limits()
+            };
+            runtime.execute(&id, "spin", &[], &limits)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    match call(&runtime, &id, "noop", &[]) {
+        Err(RuntimeError::PoolExhausted(message)) => assert!(!message.is_empty()),
+        other => panic!("expected an exhausted pool, got {other:?}"),
+    }
+    assert!(matches!(
+        spinning.join().unwrap(),
+        Err(RuntimeError::DeadlineExceeded(_))
+    ));
+    // The slot is free again.
+    assert!(call(&runtime, &id, "noop", &[]).is_ok());
+}
