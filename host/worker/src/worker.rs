@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use taskhost_proto::{
     WorkerReport,
 };
 use taskhost_runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{host_name, local_ip_towards};
@@ -449,7 +450,7 @@ impl Inner {
         None
     }
 
-    fn spawn_task(self: &Arc<Self>, task: RunTask) {
+    fn spawn_task(self: &Arc<Self>, mut task: RunTask) {
         self.counters.tasks_received.fetch_add(1, Ordering::Relaxed);
         let key = task.key;
         let mut tasks = self.tasks.lock();
@@ -462,6 +463,25 @@ impl Inner {
             Some(TaskState::Running { cancelled: true }) | None => {}
         }
         let run = self.next_run.fetch_add(1, Ordering::Relaxed);
+        // Fast path: module loaded, inputs at hand and a slot free (so nobody queues for one):
+        // straight to a blocking thread, without an async task in between.
+        if self.is_ready(&task)
+            && let Ok(permit) = self.slots.clone().try_acquire_owned()
+        {
+            let state = TaskState::Running { cancelled: false };
+            tasks.insert(key, TaskEntry { run, state });
+            drop(tasks);
+            let inputs = task
+                .args
+                .drain(..)
+                .map(|arg| match arg {
+                    RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
+                    RunArg::Chunk { key, .. } => Input::Local(key),
+                })
+                .collect();
+            self.launch(task, inputs, run, permit);
+            return;
+        }
         // The entry is inserted before the task can look for it: it needs this lock first.
         let handle = tokio::spawn(self.clone().run_task(task, run));
         tasks.insert(
@@ -471,6 +491,41 @@ impl Inner {
                 state: TaskState::Pending(handle.abort_handle()),
             },
         );
+    }
+
+    /// Whether `task` can start at once: its module is loaded and its inputs are literals or
+    /// local chunks.
+    fn is_ready(&self, task: &RunTask) -> bool {
+        self.runtime.is_prepared(&task.module)
+            && task.args.iter().all(|arg| match arg {
+                RunArg::Literal(_) => true,
+                RunArg::Chunk { key, .. } => self.store.lock().contains(key),
+            })
+    }
+
+    /// Runs a task that holds a slot on a blocking thread, which also reports the outcome and
+    /// then gives the slot back.
+    fn launch(
+        self: &Arc<Self>,
+        task: RunTask,
+        inputs: Vec<Input>,
+        run: u64,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let limits = self.limits_for(&task.limits);
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let key = task.key;
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                inner.execute(&task, inputs, &limits)
+            }))
+            .unwrap_or_else(|_| Outcome::Failed {
+                kind: FailureKind::Internal,
+                message: "the worker panicked while running the task".into(),
+            });
+            inner.conclude(key, run, outcome);
+            drop(permit);
+        });
     }
 
     fn cancel(&self, key: TaskKey) {
@@ -527,22 +582,7 @@ impl Inner {
         if !self.start_running(key, run) {
             return;
         }
-        let limits = self.limits_for(&task.limits);
-        let inner = self.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let outcome = inner.execute(&task, inputs, &limits);
-            (outcome, permit)
-        })
-        .await;
-        // The slot is given back only once the outcome is settled.
-        match joined {
-            Ok((outcome, _permit)) => self.conclude(key, run, outcome),
-            Err(e) => {
-                let message = format!("the task's thread failed: {e}");
-                let kind = FailureKind::Internal;
-                self.conclude(key, run, Outcome::Failed { kind, message });
-            }
-        }
+        self.launch(task, inputs, run, permit);
     }
 
     /// Collects the inputs: literals, local chunks, and chunks fetched from peers (all fetches
