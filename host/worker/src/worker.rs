@@ -115,6 +115,9 @@ pub(crate) struct Inner {
     next_run: AtomicU64,
     pub peers: Mutex<HashMap<SocketAddr, PeerSlot>>,
     pub chunk_fetches: Mutex<HashMap<TaskKey, Fetch<Bytes>>>,
+    /// Chunks fetched from peers (replicas the scheduler does not know about), with how many
+    /// of this worker's tasks still need each; a replica is dropped when none does.
+    replicas: Mutex<HashMap<TaskKey, u32>>,
     pub module_fetches: Mutex<HashMap<ModuleId, Fetch<()>>>,
     pub counters: Counters,
     /// Set once the worker stops: nothing more is reported.
@@ -224,6 +227,7 @@ pub(crate) async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerEr
         next_run: AtomicU64::new(0),
         peers: Mutex::new(HashMap::new()),
         chunk_fetches: Mutex::new(HashMap::new()),
+        replicas: Mutex::new(HashMap::new()),
         module_fetches: Mutex::new(HashMap::new()),
         counters: Counters::default(),
         stopped: AtomicBool::new(false),
@@ -471,15 +475,19 @@ impl Inner {
             let state = TaskState::Running { cancelled: false };
             tasks.insert(key, TaskEntry { run, state });
             drop(tasks);
+            let mut lease = ReplicaLease::new(self.clone());
             let inputs = task
                 .args
                 .drain(..)
                 .map(|arg| match arg {
                     RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
-                    RunArg::Chunk { key, .. } => Input::Local(key),
+                    RunArg::Chunk { key, .. } => {
+                        lease.take_if_replica(key);
+                        Input::Local(key)
+                    }
                 })
                 .collect();
-            self.launch(task, inputs, run, permit);
+            self.launch(task, inputs, lease, run, permit);
             return;
         }
         // The entry is inserted before the task can look for it: it needs this lock first.
@@ -509,6 +517,7 @@ impl Inner {
         self: &Arc<Self>,
         task: RunTask,
         inputs: Vec<Input>,
+        lease: ReplicaLease,
         run: u64,
         permit: OwnedSemaphorePermit,
     ) {
@@ -524,6 +533,7 @@ impl Inner {
                 message: "the worker panicked while running the task".into(),
             });
             inner.conclude(key, run, outcome);
+            drop(lease);
             drop(permit);
         });
     }
@@ -569,8 +579,8 @@ impl Inner {
             self.conclude(key, run, Outcome::Failed { kind, message });
             return;
         }
-        let inputs = match self.gather(std::mem::take(&mut task.args)).await {
-            Ok(inputs) => inputs,
+        let (inputs, lease) = match self.gather(std::mem::take(&mut task.args)).await {
+            Ok(gathered) => gathered,
             Err(missing) => {
                 self.conclude(key, run, Outcome::Missing(missing));
                 return;
@@ -582,21 +592,36 @@ impl Inner {
         if !self.start_running(key, run) {
             return;
         }
-        self.launch(task, inputs, run, permit);
+        self.launch(task, inputs, lease, run, permit);
     }
 
     /// Collects the inputs: literals, local chunks, and chunks fetched from peers (all fetches
-    /// in parallel). Returns the keys that could not be had.
-    async fn gather(self: &Arc<Self>, args: Vec<RunArg>) -> Result<Vec<Input>, Vec<TaskKey>> {
+    /// in parallel), with a lease on the replicas among them. Returns the keys that could not
+    /// be had.
+    async fn gather(
+        self: &Arc<Self>,
+        args: Vec<RunArg>,
+    ) -> Result<(Vec<Input>, ReplicaLease), Vec<TaskKey>> {
         let mut inputs = Vec::with_capacity(args.len());
         let mut fetches = Vec::new();
+        let mut lease = ReplicaLease::new(self.clone());
         for arg in args {
             match arg {
                 RunArg::Literal(blob) => inputs.push(Some(Input::Bytes(Bytes::from(blob.0)))),
                 RunArg::Chunk { key, size, holders } => {
+                    // Lock order: replicas, then fetches and the store (in chunk_source).
+                    let mut replicas = self.replicas.lock();
                     match self.chunk_source(key, size, &holders) {
-                        ChunkSource::Local => inputs.push(Some(Input::Local(key))),
+                        ChunkSource::Local => {
+                            if let Some(users) = replicas.get_mut(&key) {
+                                *users += 1;
+                                lease.keys.push(key);
+                            }
+                            inputs.push(Some(Input::Local(key)));
+                        }
                         ChunkSource::Fetching(fetch) => {
+                            *replicas.entry(key).or_insert(0) += 1;
+                            lease.keys.push(key);
                             fetches.push((inputs.len(), key, fetch));
                             inputs.push(None);
                         }
@@ -619,7 +644,7 @@ impl Inner {
             }
         }
         if missing.is_empty() {
-            Ok(inputs.into_iter().flatten().collect())
+            Ok((inputs.into_iter().flatten().collect(), lease))
         } else {
             Err(missing)
         }
@@ -689,6 +714,8 @@ impl Inner {
                 let size = output.len() as u64;
                 let inline = (task.send_result && output.len() <= INLINE_LIMIT)
                     .then(|| Blob(output.clone()));
+                // Computed here: the chunk is this worker's own now, even if it was a replica.
+                self.replicas.lock().remove(&task.key);
                 if let Err(e) = self.store.lock().put(task.key, Bytes::from(output)) {
                     return Outcome::Failed {
                         kind: FailureKind::Internal,
@@ -845,5 +872,50 @@ mod tests {
             failure_of(RuntimeError::Guest(TaskError::Failed("why".into()))).1,
             "why"
         );
+    }
+}
+
+/// The replicas (chunks fetched from peers) one task attempt uses. While any attempt holds a
+/// lease on a replica it stays in the store; when the last lease is dropped (the attempt ended,
+/// failed, or was aborted) the replica is removed, since the scheduler, not knowing about
+/// replicas, will never release it.
+struct ReplicaLease {
+    inner: Arc<Inner>,
+    keys: Vec<TaskKey>,
+}
+
+impl ReplicaLease {
+    fn new(inner: Arc<Inner>) -> Self {
+        Self {
+            inner,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Leases `key` if it is a replica.
+    fn take_if_replica(&mut self, key: TaskKey) {
+        if let Some(users) = self.inner.replicas.lock().get_mut(&key) {
+            *users += 1;
+            self.keys.push(key);
+        }
+    }
+}
+
+impl Drop for ReplicaLease {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut replicas = self.inner.replicas.lock();
+        for key in self.keys.drain(..) {
+            let Some(users) = replicas.get_mut(&key) else {
+                continue;
+            };
+            *users = users.saturating_sub(1);
+            if *users == 0 {
+                replicas.remove(&key);
+                self.inner.store.lock().remove(&key);
+            }
+        }
     }
 }

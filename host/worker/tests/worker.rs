@@ -431,11 +431,14 @@ async fn inputs_move_from_worker_to_worker() {
     assert_eq!(b.stats().bytes_fetched, size);
     assert_eq!(b.stats().chunks_fetched, 1);
 
-    // The fetched chunk is kept: another task on B needs no transfer.
+    // The fetched copy is a replica the scheduler does not know about: once no task on B
+    // needs it, B drops it (B keeps only its own output), and a later reader fetches again.
+    wait_until(|| b.stats().chunks == 1).await;
     let third = chunk_task(module, "inc", first.key, size, vec![a.peer_addr()], 1);
     link_b.run(&third);
     link_b.finished(third.key).await;
-    assert_eq!(b.stats().chunks_fetched, 1);
+    assert_eq!(b.stats().chunks_fetched, 2);
+    wait_until(|| b.stats().chunks == 2).await;
 
     // A large chunk wanted by several tasks at once crosses once.
     let big = vec![7u8; 4 << 20];
@@ -467,9 +470,11 @@ async fn inputs_move_from_worker_to_worker() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(b.stats().chunks_fetched, 2);
-    assert_eq!(b.stats().bytes_fetched, size + big_size);
-    assert_eq!(a.stats().bytes_served, size + big_size);
+    assert_eq!(b.stats().chunks_fetched, 3);
+    assert_eq!(b.stats().bytes_fetched, 2 * size + big_size);
+    assert_eq!(a.stats().bytes_served, 2 * size + big_size);
+    // The big replica went with its last reader: B holds its own outputs only.
+    wait_until(|| b.stats().chunks == 2 + readers.len() as u64).await;
     assert_eq!(b.stats().peer_connections, 1, "one connection per peer");
 
     // An input nobody can serve sends the task back to the scheduler.
@@ -819,4 +824,16 @@ async fn throughput_of_trivial_tasks() {
         started.elapsed().as_secs_f64() * 1e6 / rounds as f64
     );
     worker.shutdown().await;
+}
+
+/// Waits (at most 5 s) for `condition` to hold.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
