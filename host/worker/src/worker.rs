@@ -809,6 +809,51 @@ fn failure_of(error: RuntimeError) -> (FailureKind, String) {
     (kind, error.to_string())
 }
 
+/// The replicas (chunks fetched from peers) one task attempt uses. While any attempt holds a
+/// lease on a replica it stays in the store; when the last lease is dropped (the attempt ended,
+/// failed, or was aborted) the replica is removed, since the scheduler, not knowing about
+/// replicas, will never release it.
+struct ReplicaLease {
+    inner: Arc<Inner>,
+    keys: Vec<TaskKey>,
+}
+
+impl ReplicaLease {
+    fn new(inner: Arc<Inner>) -> Self {
+        Self {
+            inner,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Leases `key` if it is a replica.
+    fn take_if_replica(&mut self, key: TaskKey) {
+        if let Some(users) = self.inner.replicas.lock().get_mut(&key) {
+            *users += 1;
+            self.keys.push(key);
+        }
+    }
+}
+
+impl Drop for ReplicaLease {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut replicas = self.inner.replicas.lock();
+        for key in self.keys.drain(..) {
+            let Some(users) = replicas.get_mut(&key) else {
+                continue;
+            };
+            *users = users.saturating_sub(1);
+            if *users == 0 {
+                replicas.remove(&key);
+                self.inner.store.lock().remove(&key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,50 +917,5 @@ mod tests {
             failure_of(RuntimeError::Guest(TaskError::Failed("why".into()))).1,
             "why"
         );
-    }
-}
-
-/// The replicas (chunks fetched from peers) one task attempt uses. While any attempt holds a
-/// lease on a replica it stays in the store; when the last lease is dropped (the attempt ended,
-/// failed, or was aborted) the replica is removed, since the scheduler, not knowing about
-/// replicas, will never release it.
-struct ReplicaLease {
-    inner: Arc<Inner>,
-    keys: Vec<TaskKey>,
-}
-
-impl ReplicaLease {
-    fn new(inner: Arc<Inner>) -> Self {
-        Self {
-            inner,
-            keys: Vec::new(),
-        }
-    }
-
-    /// Leases `key` if it is a replica.
-    fn take_if_replica(&mut self, key: TaskKey) {
-        if let Some(users) = self.inner.replicas.lock().get_mut(&key) {
-            *users += 1;
-            self.keys.push(key);
-        }
-    }
-}
-
-impl Drop for ReplicaLease {
-    fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
-        let mut replicas = self.inner.replicas.lock();
-        for key in self.keys.drain(..) {
-            let Some(users) = replicas.get_mut(&key) else {
-                continue;
-            };
-            *users = users.saturating_sub(1);
-            if *users == 0 {
-                replicas.remove(&key);
-                self.inner.store.lock().remove(&key);
-            }
-        }
     }
 }
