@@ -25,6 +25,13 @@ taskhost_guest::export_tasks! {
         a + b
     }
 
+    /// Keeps the CPU busy for `micros` microseconds, then returns `a + b`: a task of a chosen
+    /// duration whose result depends on its inputs.
+    fn slow_add(a: f64, b: f64, micros: u64) -> f64 {
+        busy_wait(micros);
+        a + b
+    }
+
     /// Returns the sum of a list of numbers.
     fn sum(xs: Vec<f64>) -> f64 {
         xs.iter().sum()

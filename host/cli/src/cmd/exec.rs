@@ -1,12 +1,13 @@
 //! `taskhost exec`: run one task locally and print its result.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use taskhost_runtime::Limits;
+use taskhost_proto::ModuleId;
+use taskhost_runtime::{Limits, Runtime};
 
 use crate::args::{Type, decode_result, encode_arg, parse_signature, raw_arg};
 use crate::cmd::GlobalArgs;
@@ -49,73 +50,103 @@ pub struct ExecArgs {
 pub fn run(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<()> {
     let runtime = open_runtime(global)?;
     let id = resolve_module(&runtime, &args.module)?;
-
-    let (encoded, result_type) = if args.raw {
-        let encoded = args
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, a)| raw_arg(a).map_err(|e| anyhow::anyhow!("argument {}: {e}", i + 1)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        (encoded, None)
-    } else {
-        let functions = runtime
-            .describe(&id)
-            .with_context(|| format!("describing module {id}"))?;
-        let Some(info) = functions.iter().find(|f| f.name == args.function) else {
-            let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
-            bail!(
-                "module {} exports no task function {:?}; it exports: {}",
-                id.short(),
-                args.function,
-                names.join(", ")
-            );
-        };
-        let signature = parse_signature(&info.signature).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the signature {:?}: {e}; use --raw to pass raw bytes",
-                info.signature
-            )
-        })?;
-        if signature.params.len() != args.args.len() {
-            bail!(
-                "{} takes {} argument{} ({}), {} given",
-                args.function,
-                signature.params.len(),
-                if signature.params.len() == 1 { "" } else { "s" },
-                info.signature,
-                args.args.len()
-            );
-        }
-        let encoded = signature
-            .params
-            .iter()
-            .zip(&args.args)
-            .map(|((name, ty), text)| {
-                encode_arg(ty, text).map_err(|e| anyhow::anyhow!("argument {name}: {e}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let result_type = (!signature.raw).then_some(signature.result);
-        (encoded, result_type)
-    };
-
+    let call = prepare_call(&runtime, &id, &args.function, &args.args, args.raw)?;
     let limits = Limits {
         timeout: args.timeout,
         memory: args.memory_limit,
         fuel: args.fuel,
     };
-    let inputs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+    let inputs: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
     let output = runtime
         .execute(&id, &args.function, &inputs, &limits)
         .with_context(|| format!("running {}/{}", id.short(), args.function))?;
+    print_output(call.result.as_ref(), &output, args.out.as_deref())
+}
 
-    if let Some(path) = &args.out {
-        std::fs::write(path, &output).with_context(|| format!("writing {}", path.display()))?;
+/// A call's arguments encoded for the guest, and how to read its result.
+pub struct PreparedCall {
+    /// One byte string per argument.
+    pub args: Vec<Vec<u8>>,
+    /// The result's type, or `None` for raw bytes.
+    pub result: Option<Type>,
+}
+
+/// Encodes command-line arguments for `function` of module `id`: raw bytes with `raw`, else
+/// JSON values checked against the function's signature (read from the module itself).
+pub fn prepare_call(
+    runtime: &Runtime,
+    id: &ModuleId,
+    function: &str,
+    args: &[String],
+    raw: bool,
+) -> anyhow::Result<PreparedCall> {
+    if raw {
+        let encoded = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| raw_arg(a).map_err(|e| anyhow::anyhow!("argument {}: {e}", i + 1)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(PreparedCall {
+            args: encoded,
+            result: None,
+        });
+    }
+    let functions = runtime
+        .describe(id)
+        .with_context(|| format!("describing module {id}"))?;
+    let Some(info) = functions.iter().find(|f| f.name == function) else {
+        let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+        bail!(
+            "module {} exports no task function {:?}; it exports: {}",
+            id.short(),
+            function,
+            names.join(", ")
+        );
+    };
+    let signature = parse_signature(&info.signature).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the signature {:?}: {e}; use --raw to pass raw bytes",
+            info.signature
+        )
+    })?;
+    if signature.params.len() != args.len() {
+        bail!(
+            "{} takes {} argument{} ({}), {} given",
+            function,
+            signature.params.len(),
+            if signature.params.len() == 1 { "" } else { "s" },
+            info.signature,
+            args.len()
+        );
+    }
+    let encoded = signature
+        .params
+        .iter()
+        .zip(args)
+        .map(|((name, ty), text)| {
+            encode_arg(ty, text).map_err(|e| anyhow::anyhow!("argument {name}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let result = (!signature.raw).then_some(signature.result);
+    Ok(PreparedCall {
+        args: encoded,
+        result,
+    })
+}
+
+/// Prints a task's output (typed as JSON, raw as text or hex) or writes it to `out`.
+pub fn print_output(
+    result: Option<&Type>,
+    output: &[u8],
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = out {
+        std::fs::write(path, output).with_context(|| format!("writing {}", path.display()))?;
         return Ok(());
     }
-    match result_type {
-        Some(ty) => print_typed(&ty, &output),
-        None => print_raw(&output),
+    match result {
+        Some(ty) => print_typed(ty, output),
+        None => print_raw(output),
     }
 }
 

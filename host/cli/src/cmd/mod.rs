@@ -1,8 +1,13 @@
 //! The subcommands. Each lives in its own module with an `Args` struct and a `run` function;
 //! add new ones (scheduler, worker, run, status...) as variants of [`Command`].
 
+mod cluster;
 mod exec;
 mod module;
+mod run;
+mod scheduler;
+mod status;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -52,6 +57,14 @@ enum Command {
     Module(module::ModuleCommand),
     /// Run one task locally and print its result.
     Exec(exec::ExecArgs),
+    /// Run the scheduler: workers and clients join it with the ticket it prints.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run a worker that joins a scheduler.
+    Worker(worker::WorkerArgs),
+    /// Submit one task to a cluster and print its result.
+    Run(run::RunArgs),
+    /// Show the cluster's workers and tasks.
+    Status(status::StatusArgs),
 }
 
 impl Cli {
@@ -60,6 +73,10 @@ impl Cli {
         match self.command {
             Command::Module(command) => module::run(&self.global, command),
             Command::Exec(args) => exec::run(&self.global, args),
+            Command::Scheduler(args) => scheduler::run(&self.global, args),
+            Command::Worker(args) => worker::run(&self.global, args),
+            Command::Run(args) => run::run(&self.global, args),
+            Command::Status(args) => status::run(&self.global, args),
         }
     }
 }

@@ -1,0 +1,437 @@
+//! A real cluster: `taskhost scheduler` and `taskhost worker` processes on loopback, driven by
+//! the Rust client. Every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use taskhost_client::{CallOptions, Client, Error, FailureKind, Graph, Handle, JoinTicket, Module};
+
+const START: Duration = Duration::from_secs(30);
+const RUN: Duration = Duration::from_secs(120);
+
+/// The `taskhost` binary, built next to this test by `cargo test --workspace`.
+fn taskhost_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let bin = dir.join("taskhost");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p taskhost-cli`",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed when dropped, with its output going to a log file and its stdout
+/// lines also forwarded to a channel.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(args: &[&str], data_dir: &Path, log_name: &str) -> Result<Self> {
+        let log = data_dir.join(format!("{log_name}.log"));
+        let mut child = Command::new(taskhost_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                "warn,taskhost_worker=debug,taskhost_scheduler=info",
+            )
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting taskhost")?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            log,
+            lines: rx,
+        })
+    }
+
+    /// The first stdout line containing `needle`.
+    fn wait_line(&self, needle: &str) -> Result<String> {
+        let deadline = Instant::now() + START;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => continue,
+                Err(_) => bail!("no line with {needle:?} in time; log:\n{}", self.log_text()),
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the process did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A scheduler process and its worker processes.
+struct Cluster {
+    dir: tempfile::TempDir,
+    scheduler: Process,
+    ticket: JoinTicket,
+    workers: Vec<Process>,
+}
+
+impl Cluster {
+    fn start(workers: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let scheduler = Process::spawn(
+            &[
+                "scheduler",
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-timeout",
+                "2s",
+            ],
+            dir.path(),
+            "scheduler",
+        )?;
+        let line = scheduler.wait_line("taskhost worker --ticket")?;
+        let ticket = line
+            .split('\'')
+            .nth(1)
+            .context("the join line quotes the ticket")?
+            .parse()
+            .context("parsing the printed ticket")?;
+        let mut cluster = Self {
+            dir,
+            scheduler,
+            ticket,
+            workers: Vec::new(),
+        };
+        for i in 0..workers {
+            cluster.add_worker(&format!("w{}", i + 1))?;
+        }
+        Ok(cluster)
+    }
+
+    fn add_worker(&mut self, name: &str) -> Result<()> {
+        let ticket = self.ticket.to_string();
+        let worker = Process::spawn(
+            &[
+                "worker",
+                &ticket,
+                "--name",
+                name,
+                "--slots",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            self.dir.path(),
+            name,
+        )?;
+        worker.wait_line("joined")?;
+        self.workers.push(worker);
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<Client> {
+        Ok(tokio::time::timeout(START, Client::connect(&self.ticket)).await??)
+    }
+
+    fn worker_log(&self, index: usize) -> String {
+        self.workers[index].log_text()
+    }
+}
+
+async fn example_module(client: &Client) -> Result<Module> {
+    let bytes = std::fs::read(taskhost_guest_artifacts::EXAMPLE_GUEST)?;
+    Ok(client.module(bytes).await?)
+}
+
+fn on(worker: &str) -> CallOptions {
+    CallOptions {
+        workers: vec![worker.to_owned()],
+        ..CallOptions::new()
+    }
+}
+
+async fn compute<T: taskhost_client::TaskOutput>(client: &Client, handle: &Handle<T>) -> Result<T> {
+    Ok(tokio::time::timeout(RUN, client.compute(handle))
+        .await
+        .context("the graph did not finish in time")??)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diamond_and_a_tree_reduction_move_chunks_between_workers() -> Result<()> {
+    let cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+
+    // Diamond: a on w1; b on w1 and c on w2 both read a; d on w2 reads b and c.
+    let g = Graph::new();
+    let a = g.call_with::<f64>(&m, "add", (1.0f64, 0.0f64), &on("w1"))?;
+    let b = g.call_with::<f64>(&m, "add", (&a, 1.0f64), &on("w1"))?;
+    let c = g.call_with::<f64>(&m, "add", (&a, 2.0f64), &on("w2"))?;
+    let d = g.call_with::<f64>(&m, "add", (&b, &c), &on("w2"))?;
+    assert_eq!(compute(&client, &d).await?, 5.0);
+
+    // Tree reduction of 0..16, leaves alternating between the workers.
+    let g = Graph::new();
+    let mut level: Vec<Handle<f64>> = (0..16)
+        .map(|i| {
+            g.call_with::<f64>(
+                &m,
+                "add",
+                (i as f64, 0.0f64),
+                &on(if i % 2 == 0 { "w1" } else { "w2" }),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| g.call::<f64>(&m, "add", (&pair[0], &pair[1])))
+            .collect::<Result<_, _>>()?;
+    }
+    assert_eq!(compute(&client, &level[0]).await?, 120.0);
+
+    // The inputs crossed between the workers directly (the scheduler holds no chunks).
+    let fetched = |i: usize| cluster.worker_log(i).matches("fetched a chunk").count();
+    assert!(
+        fetched(1) >= 1,
+        "w2 fetched a from w1; log:\n{}",
+        cluster.worker_log(1)
+    );
+    assert!(
+        fetched(0) + fetched(1) >= 3,
+        "the tree moved chunks between workers"
+    );
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_tasks_err_with_their_cause_and_the_worker_keeps_serving() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+    let g = Graph::new();
+    let trap = g.call::<u64>(&m, "panic", ("on purpose".to_string(),))?;
+    let spin = g.call_with::<u64>(
+        &m,
+        "spin",
+        (),
+        &CallOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..CallOptions::new()
+        },
+    )?;
+    let hog = g.call_with::<u64>(
+        &m,
+        "hog",
+        (1u64 << 20,),
+        &CallOptions {
+            memory_limit: Some(64 << 20),
+            ..CallOptions::new()
+        },
+    )?;
+    let fail = g.call::<u64>(&m, "fail", ("bad input".to_string(),))?;
+    let dependent = g.call::<f64>(&m, "add", (&fail, 1.0f64))?;
+    for (handle, kind, text) in [
+        (&trap, FailureKind::Trap, "on purpose"),
+        (&spin, FailureKind::DeadlineExceeded, ""),
+        (&hog, FailureKind::MemoryLimitExceeded, ""),
+        (&fail, FailureKind::Failed, "bad input"),
+    ] {
+        match compute(&client, handle).await {
+            Err(err) => match err.downcast_ref::<Error>() {
+                Some(Error::Task { failure, .. }) => {
+                    assert_eq!(failure.kind, kind, "{failure}");
+                    assert!(failure.message.contains(text), "{failure}");
+                }
+                _ => panic!("expected a task failure, got {err:#}"),
+            },
+            Ok(value) => panic!("expected {kind}, got {value}"),
+        }
+    }
+    // A dependent fails with the original cause.
+    match compute(&client, &dependent)
+        .await
+        .unwrap_err()
+        .downcast_ref::<Error>()
+    {
+        Some(Error::Task { failure, .. }) => {
+            assert_eq!(failure.kind, FailureKind::Failed);
+            assert_eq!(failure.function, "fail");
+            assert_eq!(failure.origin, fail.key());
+        }
+        other => panic!("expected a task failure, got {other:?}"),
+    }
+    // The worker still serves.
+    let g = Graph::new();
+    let ok = g.call::<f64>(&m, "add", (20.0f64, 22.0f64))?;
+    assert_eq!(compute(&client, &ok).await?, 42.0);
+    client.close().await;
+    Ok(())
+}
+
+/// A tree reduction of `n` slow leaves: the sum of 0..n.
+fn slow_tree(g: &Graph, m: &Module, n: usize, micros: u64) -> Result<Handle<f64>> {
+    let mut level: Vec<Handle<f64>> = (0..n)
+        .map(|i| g.call::<f64>(m, "slow_add", (i as f64, 0.0f64, micros)))
+        .collect::<Result<_, _>>()?;
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [a, b] => g.call::<f64>(m, "add", (a, b)),
+                [a] => g.call::<f64>(m, "add", (a, 0.0f64)),
+                _ => unreachable!(),
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(level.pop().expect("n > 0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_graph_does_not_lose_the_result() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+    let g = Graph::new();
+    let n = 48;
+    let root = slow_tree(&g, &m, n, 40_000)?;
+    let futures = client.submit(std::slice::from_ref(&root)).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.workers[1].kill(); // SIGKILL
+    let value = tokio::time::timeout(RUN, futures[0].result())
+        .await
+        .context("the graph did not finish")??;
+    assert_eq!(value, (0..n).sum::<usize>() as f64);
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_joining_mid_graph_receives_work() -> Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+    let g = Graph::new();
+    // Keep every leaf wanted, so that chunks stay with the worker that computed them.
+    let leaves: Vec<Handle<f64>> = (0..40)
+        .map(|i| g.call::<f64>(&m, "slow_add", (i as f64, 0.0f64, 50_000u64)))
+        .collect::<Result<_, _>>()?;
+    let futures = client.submit(&leaves).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.add_worker("late")?;
+    let values = tokio::time::timeout(RUN, client.gather(&futures))
+        .await
+        .context("the graph did not finish")??;
+    assert_eq!(values, (0..40).map(|i| i as f64).collect::<Vec<_>>());
+    let status = client.status().await?;
+    let late = status
+        .workers
+        .iter()
+        .find(|w| w.name == "late")
+        .context("the late worker is listed")?;
+    assert!(
+        late.chunks > 0,
+        "the late worker computed some leaves: {status:?}"
+    );
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_the_cluster_secret_are_rejected() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    // Same address and pinned CA, another token.
+    let mut forged = cluster.ticket.clone();
+    let mut text = forged.to_string();
+    let at = text.find('@').context("ticket has a token")?;
+    let flipped = if &text[at - 1..at] == "0" { "1" } else { "0" };
+    text.replace_range(at - 1..at, flipped);
+    forged = text.parse()?;
+    let result = tokio::time::timeout(START, Client::connect(&forged)).await?;
+    assert!(
+        result.is_err(),
+        "a client with a wrong token must not connect"
+    );
+    // A worker with the forged ticket cannot join either: it exits with an error.
+    let mut rogue = Process::spawn(
+        &["worker", &forged.to_string(), "--name", "rogue"],
+        cluster.dir.path(),
+        "rogue",
+    )?;
+    let status = rogue.wait_exit(START)?;
+    assert!(!status.success());
+    assert!(rogue.log_text().contains("error"), "{}", rogue.log_text());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_exit_with_a_clear_message_when_the_scheduler_stops() -> Result<()> {
+    let mut cluster = Cluster::start(1)?;
+    cluster.scheduler.signal("TERM");
+    let status = cluster.workers[0].wait_exit(Duration::from_secs(20))?;
+    assert!(
+        !status.success(),
+        "a worker whose scheduler stopped exits non-zero"
+    );
+    let log = cluster.worker_log(0);
+    assert!(
+        log.contains("scheduler"),
+        "the worker says why it stopped: {log}"
+    );
+    Ok(())
+}
