@@ -153,9 +153,15 @@ mod tests {
 
     #[test]
     fn bad_ids_are_rejected_with_a_reason() {
-        assert!(matches!("abc".parse::<ModuleId>(), Err(IdParseError::BadLength { len: 3, .. })));
+        assert!(matches!(
+            "abc".parse::<ModuleId>(),
+            Err(IdParseError::BadLength { len: 3, .. })
+        ));
         let not_hex = "z".repeat(64);
-        assert!(matches!(not_hex.parse::<ModuleId>(), Err(IdParseError::NotHex(_))));
+        assert!(matches!(
+            not_hex.parse::<ModuleId>(),
+            Err(IdParseError::NotHex(_))
+        ));
     }
 
     #[test]
@@ -164,7 +170,12 @@ mod tests {
         let base = TaskKey::builder(&m, "add").literal_arg(b"1").finish();
         assert_eq!(base, TaskKey::builder(&m, "add").literal_arg(b"1").finish());
         assert_ne!(base, TaskKey::builder(&m, "inc").literal_arg(b"1").finish());
-        assert_ne!(base, TaskKey::builder(&ModuleId::of(b"n"), "add").literal_arg(b"1").finish());
+        assert_ne!(
+            base,
+            TaskKey::builder(&ModuleId::of(b"n"), "add")
+                .literal_arg(b"1")
+                .finish()
+        );
         assert_ne!(base, TaskKey::builder(&m, "add").literal_arg(b"2").finish());
         let dep = TaskKey::builder(&m, "x").finish();
         assert_ne!(
