@@ -133,8 +133,9 @@ pub mod __private {
 
     /// Encodes a typed result with postcard.
     pub fn encode<T: serde::Serialize>(function: &str, value: &T) -> Result<Vec<u8>, TaskError> {
-        postcard::to_allocvec(value)
-            .map_err(|err| TaskError::Failed(format!("{function}: result could not be encoded: {err}")))
+        postcard::to_allocvec(value).map_err(|err| {
+            TaskError::Failed(format!("{function}: result could not be encoded: {err}"))
+        })
     }
 
     /// Encodes the result of a typed function returning `Result<T, E>`.
@@ -168,7 +169,13 @@ pub mod __private {
 
     /// Joins doc-comment lines into one short description.
     pub fn doc(lines: &[&str]) -> String {
-        lines.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ").trim().to_owned()
+        lines
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim()
+            .to_owned()
     }
 
     /// Formats a signature such as `add(a: f64, b: f64) -> f64`.
@@ -178,7 +185,12 @@ pub mod __private {
     }
 
     /// Describes one function.
-    pub fn info(name: &str, doc_lines: &[&str], params: &[(&str, &str)], ret: &str) -> FunctionInfo {
+    pub fn info(
+        name: &str,
+        doc_lines: &[&str],
+        params: &[(&str, &str)],
+        ret: &str,
+    ) -> FunctionInfo {
         FunctionInfo {
             name: name.to_owned(),
             doc: doc(doc_lines),
@@ -349,18 +361,27 @@ mod tests {
     #[test]
     fn arity_errors_name_the_function_and_counts() {
         let err = check_arity("add", 2, &[vec![]]).unwrap_err();
-        assert!(matches!(err, TaskError::InvalidInput(ref m) if m == "add takes 2 arguments, got 1"), "{err:?}");
+        assert!(
+            matches!(err, TaskError::InvalidInput(ref m) if m == "add takes 2 arguments, got 1"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn undecodable_and_trailing_bytes_are_invalid_input() {
         let err = decode::<f64>("add", 0, "a", "f64", &[1, 2]).unwrap_err();
-        assert!(matches!(err, TaskError::InvalidInput(ref m) if m.contains("argument 0 (`a: f64`) could not be decoded")), "{err:?}");
+        assert!(
+            matches!(err, TaskError::InvalidInput(ref m) if m.contains("argument 0 (`a: f64`) could not be decoded")),
+            "{err:?}"
+        );
         let bytes = postcard::to_allocvec(&1.5f64).unwrap();
         let mut longer = bytes.clone();
         longer.push(0);
         let err = decode::<f64>("add", 1, "b", "f64", &longer).unwrap_err();
-        assert!(matches!(err, TaskError::InvalidInput(ref m) if m.contains("1 trailing bytes")), "{err:?}");
+        assert!(
+            matches!(err, TaskError::InvalidInput(ref m) if m.contains("1 trailing bytes")),
+            "{err:?}"
+        );
         assert_eq!(decode::<f64>("add", 1, "b", "f64", &bytes).unwrap(), 1.5);
     }
 
@@ -373,7 +394,10 @@ mod tests {
 
     #[test]
     fn signatures_read_like_rust() {
-        assert_eq!(signature("add", &[("a", "f64"), ("b", "f64")], "f64"), "add(a: f64, b: f64) -> f64");
+        assert_eq!(
+            signature("add", &[("a", "f64"), ("b", "f64")], "f64"),
+            "add(a: f64, b: f64) -> f64"
+        );
         assert_eq!(doc(&[" Adds two", " numbers."]), "Adds two numbers.");
     }
 }
