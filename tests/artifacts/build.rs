@@ -13,8 +13,12 @@ const GUESTS: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.join("../..").canonicalize().expect("the workspace root exists");
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists");
     let guests = root.join("examples/guests");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("guests");
@@ -26,7 +30,13 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guests)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(guests.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
@@ -42,7 +52,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("cargo can be started to build the guest components");
+    let status = cmd
+        .status()
+        .expect("cargo can be started to build the guest components");
     if !status.success() {
         panic!(
             "building the guest components in {} failed ({status}); is the wasm32-wasip2 target installed? \
@@ -53,10 +65,25 @@ fn main() {
 
     let mut code = String::new();
     for (constant, lib) in GUESTS {
-        let path = target_dir.join("wasm32-wasip2/release").join(format!("{lib}.wasm"));
-        assert!(path.exists(), "the guest build did not produce {}", path.display());
-        writeln!(code, "/// Path of the `{lib}` component, built from `examples/guests`.").unwrap();
-        writeln!(code, "pub const {constant}: &str = {:?};", path.display().to_string()).unwrap();
+        let path = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{lib}.wasm"));
+        assert!(
+            path.exists(),
+            "the guest build did not produce {}",
+            path.display()
+        );
+        writeln!(
+            code,
+            "/// Path of the `{lib}` component, built from `examples/guests`."
+        )
+        .unwrap();
+        writeln!(
+            code,
+            "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     std::fs::write(out_dir.join("guests.rs"), code).expect("OUT_DIR is writable");
 }
