@@ -47,6 +47,61 @@ taskhost_guest::export_tasks! {
         rounds
     }
 
+    /// Benchmark kernel with no dependencies: `params` is `micros: u64`, `bytes: u32`,
+    /// `salt: u64` (little-endian); busy-waits `micros` microseconds and returns at least 8 and
+    /// at least `bytes` bytes, the first 8 being `salt + 1` (little-endian u64).
+    raw fn bench_kernel0(params: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[])
+    }
+
+    /// Benchmark kernel with 1 dependency: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel1(params: &[u8], a: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a])
+    }
+
+    /// Benchmark kernel with 2 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel2(params: &[u8], a: &[u8], b: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b])
+    }
+
+    /// Benchmark kernel with 3 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel3(params: &[u8], a: &[u8], b: &[u8], c: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c])
+    }
+
+    /// Benchmark kernel with 4 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel4(params: &[u8], a: &[u8], b: &[u8], c: &[u8], d: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c, d])
+    }
+
+    /// Benchmark kernel with 5 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel5(params: &[u8], a: &[u8], b: &[u8], c: &[u8], d: &[u8], e: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c, d, e])
+    }
+
+    /// Benchmark kernel with 6 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel6(params: &[u8], a: &[u8], b: &[u8], c: &[u8], d: &[u8], e: &[u8], f: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c, d, e, f])
+    }
+
+    /// Benchmark kernel with 7 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel7(params: &[u8], a: &[u8], b: &[u8], c: &[u8], d: &[u8], e: &[u8], f: &[u8], g: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c, d, e, f, g])
+    }
+
+    /// Benchmark kernel with 8 dependencies: as `bench_kernel0`, the value being `salt + 1` plus
+    /// the first 8 bytes of each dependency read as little-endian u64 (wrapping).
+    raw fn bench_kernel8(params: &[u8], a: &[u8], b: &[u8], c: &[u8], d: &[u8], e: &[u8], f: &[u8], g: &[u8], h: &[u8]) -> Result<Vec<u8>, String> {
+        bench_kernel(params, &[a, b, c, d, e, f, g, h])
+    }
+
     /// Always fails with `message`.
     fn fail(message: String) -> Result<u64, String> {
         Err(message)
@@ -108,4 +163,29 @@ taskhost_guest::export_tasks! {
         }
         lines
     }
+}
+
+/// The body of the `bench_kernel*` functions: decodes the parameters, busy-waits and returns the
+/// value of the task followed by padding up to the requested size.
+fn bench_kernel(params: &[u8], deps: &[&[u8]]) -> Result<Vec<u8>, String> {
+    if params.len() != 20 {
+        return Err(format!("bench kernel parameters are 20 bytes, got {}", params.len()));
+    }
+    let micros = u64::from_le_bytes(params[0..8].try_into().unwrap_or_default());
+    let bytes = u32::from_le_bytes(params[8..12].try_into().unwrap_or_default()) as usize;
+    let salt = u64::from_le_bytes(params[12..20].try_into().unwrap_or_default());
+    let mut value = salt.wrapping_add(1);
+    for (i, dep) in deps.iter().enumerate() {
+        let head: [u8; 8] = dep
+            .get(0..8)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| format!("dependency {i} has {} bytes, fewer than 8", dep.len()))?;
+        value = value.wrapping_add(u64::from_le_bytes(head));
+    }
+    if micros > 0 {
+        busy_wait(micros);
+    }
+    let mut out = vec![0u8; bytes.max(8)];
+    out[0..8].copy_from_slice(&value.to_le_bytes());
+    Ok(out)
 }

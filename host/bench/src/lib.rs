@@ -1,0 +1,583 @@
+//! Task Bench shapes, METG(50%) and submit-to-result latency on a taskhost cluster.
+//!
+//! Every task is a call of the example guest's `bench_kernel<N>` (N = number of dependencies,
+//! 0 to [`MAX_ARITY`]): it busy-waits `micros` microseconds, returns `bytes` bytes (at least 8),
+//! and its value (the first 8 bytes) is `salt + 1 + the sum of its dependencies' values`, so the
+//! driver checks every result it gathers against the same recurrence computed here.
+//!
+//! Shapes follow Task Bench (Slaughter et al., SC20) with width W and height H, and the RSDS
+//! study (Boehm & Beranek) for `merge` and `tree`; see [`Shape`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use taskhost_client::{Args, Client, Graph, Handle, Module, Raw};
+
+/// The largest number of dependencies one kernel call takes (the guest exports
+/// `bench_kernel0` to `bench_kernel8`).
+pub const MAX_ARITY: usize = 8;
+
+/// A graph shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// W x H independent tasks.
+    Trivial,
+    /// H steps of W independent chains: task (t, i) depends on (t-1, i).
+    NoComm,
+    /// Task (t, i) depends on (t-1, i-1), (t-1, i) and (t-1, i+1), those that exist.
+    Stencil1d,
+    /// Task (t, i) depends on the K nearest points of step t-1 (i - (K-1)/2 to i + K/2).
+    Nearest {
+        /// K, at most [`MAX_ARITY`].
+        radix: usize,
+    },
+    /// Task (t, i) depends on K points of step t-1 spread over the width: (i + k W / K) mod W.
+    Spread {
+        /// K, at most [`MAX_ARITY`].
+        radix: usize,
+    },
+    /// A binary tree reduction of W leaves (H is ignored): W - 1 inner tasks for a power of 2.
+    Tree,
+    /// RSDS merge-N with N = W: W independent tasks and their merge. One call takes at most
+    /// [`MAX_ARITY`] inputs, so the merge is a fan-in-8 tree of merges (about W/7 more tasks).
+    Merge,
+}
+
+impl Shape {
+    /// Parses `trivial`, `no_comm`, `stencil_1d`, `nearest`, `spread`, `tree`, `merge`
+    /// (`radix` applies to `nearest` and `spread`).
+    pub fn parse(name: &str, radix: usize) -> Result<Shape> {
+        Ok(match name.replace('-', "_").as_str() {
+            "trivial" => Shape::Trivial,
+            "no_comm" => Shape::NoComm,
+            "stencil_1d" | "stencil" => Shape::Stencil1d,
+            "nearest" => Shape::Nearest { radix },
+            "spread" => Shape::Spread { radix },
+            "tree" => Shape::Tree,
+            "merge" => Shape::Merge,
+            other => bail!(
+                "unknown shape {other:?} (trivial, no_comm, stencil_1d, nearest, spread, tree, merge)"
+            ),
+        })
+    }
+
+    /// The shape's name as the tables print it.
+    pub fn name(&self) -> String {
+        match self {
+            Shape::Trivial => "trivial".into(),
+            Shape::NoComm => "no_comm".into(),
+            Shape::Stencil1d => "stencil_1d".into(),
+            Shape::Nearest { radix } => format!("nearest-{radix}"),
+            Shape::Spread { radix } => format!("spread-{radix}"),
+            Shape::Tree => "tree".into(),
+            Shape::Merge => "merge".into(),
+        }
+    }
+
+    /// Every shape (radix 3 for `nearest` and `spread`).
+    pub fn all() -> Vec<Shape> {
+        vec![
+            Shape::Trivial,
+            Shape::NoComm,
+            Shape::Stencil1d,
+            Shape::Nearest { radix: 3 },
+            Shape::Spread { radix: 3 },
+            Shape::Tree,
+            Shape::Merge,
+        ]
+    }
+
+    /// The dependencies of point `i` of a step after the first, for the step-wise shapes.
+    fn deps(&self, i: usize, width: usize) -> Vec<usize> {
+        let w = width as isize;
+        let i = i as isize;
+        let mut deps: Vec<usize> = match *self {
+            Shape::NoComm => vec![i as usize],
+            Shape::Stencil1d => (i - 1..=i + 1)
+                .filter(|j| (0..w).contains(j))
+                .map(|j| j as usize)
+                .collect(),
+            Shape::Nearest { radix } => {
+                let k = radix as isize;
+                (i - (k - 1) / 2..=i + k / 2)
+                    .filter(|j| (0..w).contains(j))
+                    .map(|j| j as usize)
+                    .collect()
+            }
+            Shape::Spread { radix } => (0..radix)
+                .map(|k| ((i as usize) + k * width / radix.max(1)) % width)
+                .collect(),
+            _ => Vec::new(),
+        };
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+}
+
+/// One benchmark configuration.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spec {
+    /// The graph shape.
+    pub shape: Shape,
+    /// W.
+    pub width: usize,
+    /// H.
+    pub height: usize,
+    /// Busy-wait per task, in microseconds (0: zero-work tasks).
+    pub micros: u64,
+    /// Output bytes per task (at least 8 are returned).
+    pub bytes: u32,
+}
+
+impl Spec {
+    /// How many tasks the graph has.
+    pub fn tasks(&self) -> usize {
+        match self.shape {
+            Shape::Tree | Shape::Merge => {
+                let fan_in = self.fan_in();
+                let mut n = self.width.max(1);
+                let mut total = n;
+                while n > 1 {
+                    n = n.div_ceil(fan_in);
+                    total += n;
+                }
+                total
+            }
+            _ => self.width * self.height,
+        }
+    }
+
+    /// The inputs of one reduction task of `tree` (2) and `merge` ([`MAX_ARITY`]).
+    fn fan_in(&self) -> usize {
+        if self.shape == Shape::Tree {
+            2
+        } else {
+            MAX_ARITY
+        }
+    }
+
+    /// The longest chain of tasks: the critical path in tasks.
+    pub fn depth(&self) -> usize {
+        match self.shape {
+            Shape::Trivial => 1,
+            Shape::Tree | Shape::Merge => {
+                let (mut n, mut d) = (self.width.max(1), 1);
+                while n > 1 {
+                    n = n.div_ceil(self.fan_in());
+                    d += 1;
+                }
+                d
+            }
+            _ => self.height,
+        }
+    }
+}
+
+/// The parameters literal of a kernel call.
+fn params(micros: u64, bytes: u32, salt: u64) -> Raw {
+    let mut p = Vec::with_capacity(20);
+    p.extend_from_slice(&micros.to_le_bytes());
+    p.extend_from_slice(&bytes.to_le_bytes());
+    p.extend_from_slice(&salt.to_le_bytes());
+    Raw::from(p)
+}
+
+/// A built graph: the handles to gather and their expected values.
+pub struct Built {
+    /// The calls whose results are gathered (every task for `trivial`, the last step or the
+    /// root otherwise).
+    pub wanted: Vec<Handle<Raw>>,
+    /// The value each wanted call must return.
+    pub expected: Vec<u64>,
+}
+
+/// Adds one kernel call with the given dependencies.
+fn kernel(
+    g: &Graph,
+    m: &Module,
+    p: &Raw,
+    deps: &[(&Handle<Raw>, u64)],
+    salt: u64,
+) -> Result<(Handle<Raw>, u64)> {
+    ensure!(
+        deps.len() <= MAX_ARITY,
+        "a kernel takes at most {MAX_ARITY} dependencies"
+    );
+    let mut args = Args::new().arg(p);
+    let mut value = salt.wrapping_add(1);
+    for (h, v) in deps {
+        args = args.arg(*h);
+        value = value.wrapping_add(*v);
+    }
+    let h = g.call::<Raw>(m, &format!("bench_kernel{}", deps.len()), args)?;
+    Ok((h, value))
+}
+
+/// Builds the graph of `spec` in `g`; `nonce` makes its keys differ from earlier runs'.
+pub fn build(g: &Graph, m: &Module, spec: &Spec, nonce: u64) -> Result<Built> {
+    let shared = params(spec.micros, spec.bytes, 0);
+    let salt = |i: usize| (nonce << 32) | i as u64;
+    let leaf = |i: usize| {
+        kernel(
+            g,
+            m,
+            &params(spec.micros, spec.bytes, salt(i)),
+            &[],
+            salt(i),
+        )
+    };
+    let width = spec.width.max(1);
+    match spec.shape {
+        Shape::Trivial => {
+            let mut wanted = Vec::with_capacity(spec.tasks());
+            let mut expected = Vec::with_capacity(spec.tasks());
+            for i in 0..width * spec.height {
+                let (h, v) = leaf(i)?;
+                wanted.push(h);
+                expected.push(v);
+            }
+            Ok(Built { wanted, expected })
+        }
+        Shape::Tree | Shape::Merge => {
+            let fan_in = spec.fan_in();
+            let mut level: Vec<(Handle<Raw>, u64)> = (0..width).map(leaf).collect::<Result<_>>()?;
+            while level.len() > 1 {
+                let mut next = Vec::with_capacity(level.len().div_ceil(fan_in));
+                for group in level.chunks(fan_in) {
+                    let deps: Vec<(&Handle<Raw>, u64)> =
+                        group.iter().map(|(h, v)| (h, *v)).collect();
+                    next.push(kernel(g, m, &shared, &deps, 0)?);
+                }
+                level = next;
+            }
+            let (h, v) = level.pop().context("a tree has a root")?;
+            Ok(Built {
+                wanted: vec![h],
+                expected: vec![v],
+            })
+        }
+        shape => {
+            ensure!(spec.height >= 1, "the height is at least 1");
+            let mut row: Vec<(Handle<Raw>, u64)> = (0..width).map(leaf).collect::<Result<_>>()?;
+            let deps_of: Vec<Vec<usize>> = (0..width).map(|i| shape.deps(i, width)).collect();
+            for _ in 1..spec.height {
+                let mut next = Vec::with_capacity(width);
+                for deps in &deps_of {
+                    let d: Vec<(&Handle<Raw>, u64)> =
+                        deps.iter().map(|&j| (&row[j].0, row[j].1)).collect();
+                    next.push(kernel(g, m, &shared, &d, 0)?);
+                }
+                row = next;
+            }
+            let (wanted, expected) = row.into_iter().unzip();
+            Ok(Built { wanted, expected })
+        }
+    }
+}
+
+/// CPU time and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// User + system CPU time, in seconds.
+    pub cpu_s: f64,
+    /// Resident set size now, in bytes.
+    pub rss: u64,
+    /// Peak resident set size, in bytes.
+    pub peak_rss: u64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status` (`pid` "self" for this process).
+pub fn proc_sample(pid: &str) -> Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 2..])
+        .context("/proc/PID/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the command.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok(ProcSample {
+        cpu_s: ticks as f64 / 100.0,
+        rss: kib("VmRSS:"),
+        peak_rss: kib("VmHWM:"),
+    })
+}
+
+/// Resets the peak RSS of a process (`/proc/<pid>/clear_refs`); best effort.
+pub fn reset_peak_rss(pid: &str) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// What one run of a graph measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// The configuration.
+    pub spec: Spec,
+    /// Tasks in the graph.
+    pub tasks: usize,
+    /// Seconds to build the graph (not included in `wall_s`).
+    pub build_s: f64,
+    /// Seconds from submission to the last gathered result.
+    pub wall_s: f64,
+    /// `tasks / wall_s`.
+    pub tasks_per_s: f64,
+    /// Ideal time (tasks x micros / cores) over `wall_s`; 0 for zero-work tasks.
+    pub efficiency: f64,
+    /// CPU seconds of the measured process per task, in microseconds.
+    pub cpu_us_per_task: f64,
+    /// Peak RSS growth of the measured process during the run, per task, in bytes.
+    pub peak_rss_per_task: f64,
+    /// Peak RSS of the measured process during the run, in bytes.
+    pub peak_rss: u64,
+}
+
+/// A cluster to run on, with the cores (worker slots) it has and the process whose CPU and
+/// memory are measured.
+pub struct Target {
+    /// The connected client.
+    pub client: Client,
+    /// The example guest, registered.
+    pub module: Module,
+    /// Execution slots over all workers.
+    pub cores: usize,
+    /// The process measured: "self" for the embedded cluster, the scheduler's pid otherwise.
+    pub pid: String,
+    nonce: u64,
+}
+
+impl Target {
+    /// Registers the example guest through `client`.
+    pub async fn new(client: Client, cores: usize, pid: Option<u32>) -> Result<Target> {
+        let module = client
+            .module(taskhost_guest_artifacts::read(
+                taskhost_guest_artifacts::EXAMPLE_GUEST,
+            ))
+            .await?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64 & 0xffff_ffff)
+            .unwrap_or(1);
+        Ok(Target {
+            client,
+            module,
+            cores: cores.max(1),
+            pid: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()),
+            nonce,
+        })
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce = self.nonce.wrapping_add(1) & 0xffff_ffff;
+        self.nonce
+    }
+
+    /// Builds, runs and checks `spec` once.
+    pub async fn run(&mut self, spec: &Spec) -> Result<RunResult> {
+        let nonce = self.next_nonce();
+        let t = Instant::now();
+        let g = Graph::with_capacity(spec.tasks());
+        let built = build(&g, &self.module, spec, nonce)?;
+        let build_s = t.elapsed().as_secs_f64();
+        let tasks = g.len();
+        reset_peak_rss(&self.pid);
+        let before = proc_sample(&self.pid)?;
+        let t = Instant::now();
+        let values = self.client.compute_all(&built.wanted).await?;
+        let wall_s = t.elapsed().as_secs_f64();
+        let after = proc_sample(&self.pid)?;
+        for (i, (v, e)) in values.iter().zip(&built.expected).enumerate() {
+            ensure!(
+                v.len() >= 8.max(spec.bytes as usize),
+                "{}: result {i} has {} bytes",
+                spec.shape.name(),
+                v.len()
+            );
+            let got = u64::from_le_bytes(v[0..8].try_into()?);
+            ensure!(
+                got == *e,
+                "{}: result {i} is {got}, expected {e}",
+                spec.shape.name()
+            );
+        }
+        ensure!(values.len() == built.expected.len(), "missing results");
+        let ideal = tasks as f64 * spec.micros as f64 / 1e6 / self.cores as f64;
+        Ok(RunResult {
+            spec: *spec,
+            tasks,
+            build_s,
+            wall_s,
+            tasks_per_s: tasks as f64 / wall_s,
+            efficiency: ideal / wall_s,
+            cpu_us_per_task: (after.cpu_s - before.cpu_s) * 1e6 / tasks as f64,
+            peak_rss_per_task: after.peak_rss.saturating_sub(before.rss) as f64 / tasks as f64,
+            peak_rss: after.peak_rss,
+        })
+    }
+
+    /// Runs `spec` `repeat` times and returns the run of median wall time.
+    pub async fn run_median(&mut self, spec: &Spec, repeat: usize) -> Result<RunResult> {
+        let mut runs = Vec::with_capacity(repeat.max(1));
+        for _ in 0..repeat.max(1) {
+            runs.push(self.run(spec).await?);
+        }
+        runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+        Ok(runs.swap_remove(runs.len() / 2))
+    }
+
+    /// METG(50%) of `shape` with width `width`: runs task durations from `start_us` down,
+    /// each with a height chosen for about `target_s` of ideal time, until the efficiency
+    /// falls below 50%.
+    pub async fn metg(
+        &mut self,
+        shape: Shape,
+        width: usize,
+        start_us: u64,
+        target_s: f64,
+        max_height: usize,
+        repeat: usize,
+    ) -> Result<Metg> {
+        let mut points = Vec::new();
+        for micros in granularities(start_us) {
+            let height = ((target_s * self.cores as f64 * 1e6) / (width as f64 * micros as f64))
+                .round()
+                .clamp(4.0, max_height as f64) as usize;
+            let spec = Spec {
+                shape,
+                width,
+                height,
+                micros,
+                bytes: 8,
+            };
+            let r = self.run_median(&spec, repeat).await?;
+            let low = r.efficiency < 0.5;
+            points.push(r);
+            if low {
+                break;
+            }
+        }
+        Ok(Metg::from_points(points, self.cores))
+    }
+
+    /// Submit-to-result latency of single zero-work tasks, over `iters` round trips after
+    /// `warmup` unmeasured ones.
+    pub async fn latency(&mut self, iters: usize, warmup: usize) -> Result<Latency> {
+        let nonce = self.next_nonce();
+        let mut samples = Vec::with_capacity(iters);
+        for i in 0..iters + warmup {
+            let g = Graph::new();
+            let salt = (nonce << 32) | i as u64;
+            let h = g.call::<Raw>(&self.module, "bench_kernel0", (params(0, 8, salt),))?;
+            let t = Instant::now();
+            let v = self.client.compute(&h).await?;
+            let d = t.elapsed();
+            ensure!(
+                v.len() >= 8 && u64::from_le_bytes(v[0..8].try_into()?) == salt + 1,
+                "wrong latency result"
+            );
+            if i >= warmup {
+                samples.push(d);
+            }
+        }
+        Ok(Latency::from_samples(samples))
+    }
+}
+
+/// The task durations METG tries, from `start_us` down to 1 us (1-2-5 steps).
+pub fn granularities(start_us: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut decade = 1u64;
+    while decade <= start_us.max(1) * 10 {
+        for m in [1, 2, 5] {
+            let v = decade * m;
+            if v <= start_us.max(1) {
+                out.push(v);
+            }
+        }
+        decade *= 10;
+    }
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out
+}
+
+/// A METG(50%) measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metg {
+    /// The smallest task duration (us) whose efficiency reached 50%, if any did.
+    pub metg50_us: Option<u64>,
+    /// At that duration, the measured granularity: wall time x cores / tasks, in us (Task
+    /// Bench's definition of the task granularity).
+    pub metg50_measured_us: Option<f64>,
+    /// Every run, largest duration first.
+    pub points: Vec<RunResult>,
+}
+
+impl Metg {
+    fn from_points(points: Vec<RunResult>, cores: usize) -> Metg {
+        let best = points
+            .iter()
+            .filter(|p| p.efficiency >= 0.5)
+            .min_by_key(|p| p.spec.micros);
+        Metg {
+            metg50_us: best.map(|p| p.spec.micros),
+            metg50_measured_us: best.map(|p| p.wall_s * cores as f64 * 1e6 / p.tasks as f64),
+            points,
+        }
+    }
+}
+
+/// Latency percentiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Round trips measured.
+    pub iters: usize,
+    /// Median, in microseconds.
+    pub median_us: f64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: f64,
+    /// Fastest, in microseconds.
+    pub min_us: f64,
+}
+
+impl Latency {
+    fn from_samples(mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let n = samples.len();
+        if n == 0 {
+            return Latency {
+                iters: 0,
+                median_us: 0.0,
+                p99_us: 0.0,
+                min_us: 0.0,
+            };
+        }
+        Latency {
+            iters: n,
+            median_us: us(samples[n / 2]),
+            p99_us: us(samples[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1]),
+            min_us: us(samples[0]),
+        }
+    }
+}
+
+/// The median of some values (0 when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
