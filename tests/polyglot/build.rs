@@ -72,10 +72,17 @@ fn main() {
         common_key,
     };
 
+    // The three builds are independent; componentize-py and componentize-js take seconds each.
+    let (c, python, js) = std::thread::scope(|scope| {
+        let c = scope.spawn(|| build_c(&ctx));
+        let python = scope.spawn(|| build_python(&ctx));
+        let js = scope.spawn(|| build_js(&ctx));
+        (join(c), join(python), join(js))
+    });
     let guests = [
-        ("C_GUEST", "c", build_c(&ctx)),
-        ("PYTHON_GUEST", "python", build_python(&ctx)),
-        ("JS_GUEST", "js", build_js(&ctx)),
+        ("C_GUEST", "c", c),
+        ("PYTHON_GUEST", "python", python),
+        ("JS_GUEST", "js", js),
     ];
     let mut code = String::new();
     for (constant, lang, path) in guests {
@@ -92,6 +99,13 @@ fn main() {
         .unwrap();
     }
     std::fs::write(ctx.out_dir.join("polyglot_guests.rs"), code).expect("OUT_DIR is writable");
+}
+
+/// Waits for a build thread; its panic (a failed build, already printed) fails the build script.
+fn join(handle: std::thread::ScopedJoinHandle<'_, PathBuf>) -> PathBuf {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Returns `OUT_DIR/<lang>_guest.wasm`, copied from the cache when a component of the same key
