@@ -158,3 +158,14 @@ pub fn uniform(seed: u64, index: u64) -> f64 {
     let z = mix64(seed.wrapping_add(index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
+
+/// The seed of block `block` (row-major block index) of a random array of seed `seed`.
+pub fn block_seed(seed: u64, block: u64) -> u64 {
+    mix64(seed ^ mix64(block.wrapping_add(1)))
+}
+
+/// Element `index` (row-major, within its block) of block `block` of a random array of seed
+/// `seed`: what [`ArrayContext::random`](crate::ArrayContext::random) computes there.
+pub fn random_value(seed: u64, block: u64, index: u64) -> f64 {
+    uniform(block_seed(seed, block), index)
+}

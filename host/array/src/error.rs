@@ -9,4 +9,7 @@ pub enum ArrayError {
     /// Shapes or chunkings that do not fit the operation.
     #[error("{0}")]
     Shape(String),
+    /// The client failed: registering the kernels, submitting, or a task failed.
+    #[error(transparent)]
+    Client(#[from] taskhost_client::Error),
 }
