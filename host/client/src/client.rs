@@ -575,7 +575,8 @@ impl Client {
     }
 
     /// Connects with the ticket from the environment: `TASKHOST_TICKET` holds a ticket or the
-    /// path of a ticket file; otherwise `<TASKHOST_DATA_DIR>/ticket` is read.
+    /// path of a ticket file; otherwise the ticket `taskhost scheduler` wrote in its data
+    /// directory is read (see [`ticket_from_env`]).
     ///
     /// ```no_run
     /// # async fn demo() -> taskhost_client::Result<()> {
@@ -705,9 +706,9 @@ impl Client {
 
     async fn submit_nodes(&self, graph: &Graph, nodes: &[u32]) -> Result<()> {
         let inner = &self.inner;
-        let plan = graph.plan(nodes, BATCH_BYTES)?;
+        let mut plan = graph.plan(nodes, BATCH_BYTES)?;
         for b in 0..plan.batches() {
-            let message = ClientRequest::Submit(graph.batch(&plan, b));
+            let message = ClientRequest::Submit(graph.batch(&mut plan, b));
             if inner.state.lock().lost.is_some() {
                 return Err(inner.lost_error());
             }
@@ -970,7 +971,10 @@ impl Client {
     }
 }
 
-/// The ticket named by the environment (see [`Client::connect_env`]).
+/// The ticket named by the environment (see [`Client::connect_env`]): `TASKHOST_TICKET` (a
+/// ticket, or the path of a ticket file), else the ticket a scheduler wrote in the data
+/// directory `taskhost` uses (`$TASKHOST_DATA_DIR`, else `~/.local/share/taskhost`):
+/// `<data-dir>/scheduler/ticket`.
 ///
 /// ```no_run
 /// let ticket = taskhost_client::ticket_from_env().expect("TASKHOST_TICKET is set");
@@ -984,10 +988,20 @@ pub fn ticket_from_env() -> Result<JoinTicket> {
         }
         return Ok(JoinTicket::read(Path::new(value))?);
     }
-    if let Ok(dir) = std::env::var("TASKHOST_DATA_DIR") {
-        let path = PathBuf::from(dir).join(taskhost_net::TICKET_FILE);
-        if path.is_file() {
-            return Ok(JoinTicket::read(&path)?);
+    let data_dir = match std::env::var_os("TASKHOST_DATA_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/taskhost"))
+        }
+    };
+    if let Some(dir) = data_dir {
+        for path in [
+            dir.join("scheduler").join(taskhost_net::TICKET_FILE),
+            dir.join(taskhost_net::TICKET_FILE),
+        ] {
+            if path.is_file() {
+                return Ok(JoinTicket::read(&path)?);
+            }
         }
     }
     Err(Error::NoTicket)

@@ -27,7 +27,7 @@ pub enum Error {
     ConnectionLost(String),
     /// No join ticket was given: `TASKHOST_TICKET` is unset and no ticket file was found.
     #[error(
-        "no join ticket: set TASKHOST_TICKET (a ticket or the path of a ticket file) or TASKHOST_DATA_DIR"
+        "no join ticket: set TASKHOST_TICKET (a ticket or the path of a ticket file), or TASKHOST_DATA_DIR to the scheduler's data directory"
     )]
     NoTicket,
     /// A task (or a task it depends on) failed. `key` is the task that was asked for; the

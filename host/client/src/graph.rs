@@ -7,6 +7,7 @@
 //! so identical calls are one task, in this graph and across clients.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
@@ -47,9 +48,25 @@ impl Hasher for IdHasher {
     fn write_usize(&mut self, n: usize) {
         self.0 = self.0.rotate_left(7) ^ n as u64;
     }
+
+    fn write_u32(&mut self, n: u32) {
+        // Small integers would leave the high bits (the table's tags) empty: spread them.
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The first 8 bytes of a hash, as an index key.
+fn prefix(hash: &[u8; 32]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(word)
+}
 
 /// Raw bytes, passed to a task or returned by it without any encoding: for bulk data, and for
 /// guest functions declared `raw fn`.
@@ -149,6 +166,11 @@ pub(crate) enum PendingArg {
 pub struct ArgSink {
     bytes: Vec<u8>,
     args: Vec<PendingArg>,
+    hashes: Vec<[u8; 32]>,
+}
+
+thread_local! {
+    static SINK: std::cell::RefCell<ArgSink> = std::cell::RefCell::new(ArgSink::default());
 }
 
 impl fmt::Debug for ArgSink {
@@ -623,10 +645,18 @@ struct Function {
 struct GraphInner {
     nodes: Vec<Node>,
     args: Vec<NodeArg>,
-    literals: Vec<Blob>,
-    literal_hashes: Vec<[u8; 32]>,
-    literal_index: IdMap<[u8; 32], u32>,
-    keys: IdMap<TaskKey, u32>,
+    /// Every distinct literal's bytes, back to back; literal `l` ends at `literal_ends[l]`.
+    literal_data: Vec<u8>,
+    literal_ends: Vec<usize>,
+    /// Literals by the first 8 bytes of their hash (compact, so that it stays cache-friendly);
+    /// the bytes are compared on a hit, and the rare different literal with the same prefix
+    /// goes to `literal_spill`.
+    literal_index: IdMap<u64, u32>,
+    literal_spill: HashMap<[u8; 32], u32>,
+    /// Calls by the first 8 bytes of their key; full keys are compared on a hit, and the rare
+    /// different key with the same prefix goes to `key_spill`.
+    keys: IdMap<u64, u32>,
+    key_spill: HashMap<TaskKey, u32>,
     modules: Vec<Module>,
     functions: Vec<Function>,
     function_index: HashMap<(u32, Arc<str>), u32>,
@@ -668,7 +698,7 @@ impl fmt::Debug for Graph {
         let inner = self.inner.lock();
         f.debug_struct("Graph")
             .field("calls", &inner.nodes.len())
-            .field("literals", &inner.literals.len())
+            .field("literals", &inner.literal_ends.len())
             .finish()
     }
 }
@@ -695,10 +725,13 @@ pub(crate) struct Plan {
     order: Vec<u32>,
     /// End (exclusive, index into `order`) of each batch.
     batch_ends: Vec<usize>,
-    /// Nodes wanted by the caller.
-    wanted: Vec<u32>,
+    /// Per batch: the caller's wanted nodes it creates (the scheduler forgets a task that is
+    /// not wanted in the message that creates it).
+    wanted: Vec<Vec<u32>>,
     /// Per batch: its nodes referenced from a later batch (wanted until the last batch is sent).
     boundary: Vec<Vec<u32>>,
+    /// Scratch of [`Graph::batch`]: per literal, the batch it was last put in and its index there.
+    literal_slots: Vec<(u32, u32)>,
 }
 
 /// Largest estimated size of one submitted message; the control stream refuses frames over
@@ -718,10 +751,12 @@ impl Graph {
             inner: Arc::new(Mutex::new(GraphInner {
                 nodes: Vec::new(),
                 args: Vec::new(),
-                literals: Vec::new(),
-                literal_hashes: Vec::new(),
+                literal_data: Vec::new(),
+                literal_ends: Vec::new(),
                 literal_index: IdMap::default(),
+                literal_spill: HashMap::new(),
                 keys: IdMap::default(),
+                key_spill: HashMap::new(),
                 modules: Vec::new(),
                 functions: Vec::new(),
                 function_index: HashMap::new(),
@@ -792,7 +827,7 @@ impl Graph {
     /// assert_eq!(g.literal_count(), 1); // 1.0 is stored once
     /// ```
     pub fn literal_count(&self) -> usize {
-        self.inner.lock().literals.len()
+        self.inner.lock().literal_ends.len()
     }
 
     /// Calls `function` of `module` on `args`, with default options. The result type `T` is
@@ -851,8 +886,37 @@ impl Graph {
         options: Option<&CallOptions>,
     ) -> Result<Handle<T>> {
         module.check_function(function)?;
-        let mut sink = ArgSink::default();
-        args.push_args(&mut sink).map_err(|source| Error::Encode {
+        // One sink per thread, reused: building a call allocates nothing in the common case.
+        let mut sink = SINK.with(|s| {
+            s.try_borrow_mut()
+                .map(|mut s| std::mem::take(&mut *s))
+                .unwrap_or_default()
+        });
+        let result = self.call_in(&mut sink, module, function, args, options);
+        sink.args.clear();
+        sink.hashes.clear();
+        if sink.bytes.capacity() > 1 << 20 {
+            sink.bytes = Vec::new();
+        } else {
+            sink.bytes.clear();
+        }
+        SINK.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = sink;
+            }
+        });
+        result
+    }
+
+    fn call_in<T>(
+        &self,
+        sink: &mut ArgSink,
+        module: &Module,
+        function: &str,
+        args: impl IntoArgs,
+        options: Option<&CallOptions>,
+    ) -> Result<Handle<T>> {
+        args.push_args(sink).map_err(|source| Error::Encode {
             function: function.to_owned(),
             source,
         })?;
@@ -867,17 +931,15 @@ impl Graph {
             }
         }
         // Literal hashes are computed outside the lock as well.
-        let hashes: Vec<[u8; 32]> = sink
-            .args
-            .iter()
-            .filter_map(|a| match a {
-                PendingArg::Literal { start, end } => {
-                    Some(*blake3::hash(&sink.bytes[*start..*end]).as_bytes())
-                }
-                PendingArg::Bytes(b) => Some(*blake3::hash(b).as_bytes()),
-                _ => None,
-            })
-            .collect();
+        for a in &sink.args {
+            match a {
+                PendingArg::Literal { start, end } => sink
+                    .hashes
+                    .push(*blake3::hash(&sink.bytes[*start..*end]).as_bytes()),
+                PendingArg::Bytes(b) => sink.hashes.push(*blake3::hash(b).as_bytes()),
+                _ => {}
+            }
+        }
 
         let mut inner = self.inner.lock();
         for lineage in imports {
@@ -886,25 +948,25 @@ impl Graph {
         let function_id = inner.function_id(module, function);
         let mut builder = inner.functions[function_id as usize].prefix.clone();
         let args_start = inner.args.len();
-        let mut hashes = hashes.into_iter();
-        for a in sink.args {
+        let mut hashes = sink.hashes.iter().copied();
+        for a in sink.args.drain(..) {
             let arg = match a {
                 PendingArg::Literal { start, end } => {
                     let hash = hashes.next().expect("one hash per literal");
                     builder.literal_hash_arg(&hash);
-                    NodeArg::Literal(inner.literal(&hash, || sink.bytes[start..end].to_vec()))
+                    NodeArg::Literal(inner.literal(&hash, &sink.bytes[start..end]))
                 }
                 PendingArg::Bytes(bytes) => {
                     let hash = hashes.next().expect("one hash per literal");
                     builder.literal_hash_arg(&hash);
-                    NodeArg::Literal(inner.literal(&hash, || bytes.to_vec()))
+                    NodeArg::Literal(inner.literal(&hash, &bytes))
                 }
                 PendingArg::Handle { key, node, graph } => {
                     builder.task_arg(&key);
                     if graph.same_as(self) {
                         NodeArg::Node(node)
                     } else {
-                        NodeArg::Node(inner.keys[&key])
+                        NodeArg::Node(inner.find(&key).expect("imported above"))
                     }
                 }
                 PendingArg::External { shared } => {
@@ -915,25 +977,21 @@ impl Graph {
             inner.args.push(arg);
         }
         let key = builder.finish();
-        if let Some(&node) = inner.keys.get(&key) {
-            inner.args.truncate(args_start);
-            return Ok(self.handle(node, key));
-        }
         let options = match options {
             None => 0,
             Some(o) => inner.options_id(o),
         };
-        let node = u32::try_from(inner.nodes.len())
-            .map_err(|_| Error::Invalid("too many calls in one graph".into()))?;
+        if inner.nodes.len() >= u32::MAX as usize {
+            return Err(Error::Invalid("too many calls in one graph".into()));
+        }
         let args_len = (inner.args.len() - args_start) as u32;
-        inner.nodes.push(Node {
+        let node = inner.intern_node(Node {
             key,
             function: function_id,
             args_start: args_start as u32,
             args_len,
             options,
         });
-        inner.keys.insert(key, node);
         Ok(self.handle(node, key))
     }
 
@@ -977,8 +1035,8 @@ impl Graph {
                     .map(|a| match *a {
                         NodeArg::Node(d) => ImportedArg::Task(inner.nodes[d as usize].key),
                         NodeArg::Literal(l) => ImportedArg::Literal(
-                            inner.literals[l as usize].clone(),
-                            inner.literal_hashes[l as usize],
+                            Blob(inner.literal_bytes(l).to_vec()),
+                            *blake3::hash(inner.literal_bytes(l)).as_bytes(),
                         ),
                         NodeArg::External(e) => {
                             ImportedArg::External(inner.externals[e as usize].clone())
@@ -1014,7 +1072,7 @@ impl Graph {
         // For each node: the batch it is sent in.
         let mut batch_of = vec![u32::MAX; n];
         // Literal -> the last batch it was counted in.
-        let mut literal_batch = vec![u32::MAX; inner.literals.len()];
+        let mut literal_batch = vec![u32::MAX; inner.literal_ends.len()];
         let mut is_boundary = vec![false; n];
         let mut boundary: Vec<Vec<u32>> = vec![Vec::new()];
         let mut batch = 0u32;
@@ -1029,7 +1087,7 @@ impl Graph {
                 if let NodeArg::Literal(l) = *a
                     && literal_batch[l as usize] != batch
                 {
-                    task_size += inner.literals[l as usize].0.len() + 10;
+                    task_size += inner.literal_bytes(l).len() + 10;
                 }
             }
             if task_size > MAX_MESSAGE {
@@ -1052,7 +1110,7 @@ impl Graph {
                     if let NodeArg::Literal(l) = *a
                         && literal_batch[l as usize] != batch
                     {
-                        task_size += inner.literals[l as usize].0.len() + 10;
+                        task_size += inner.literal_bytes(l).len() + 10;
                     }
                 }
             }
@@ -1074,23 +1132,34 @@ impl Graph {
             order.push(i as u32);
         }
         batch_ends.push(order.len());
+        let mut by_batch: Vec<Vec<u32>> = vec![Vec::new(); batch_ends.len()];
+        let mut seen = vec![false; n];
+        for &w in wanted {
+            if !std::mem::replace(&mut seen[w as usize], true) {
+                by_batch[batch_of[w as usize] as usize].push(w);
+            }
+        }
         Ok(Plan {
             order,
             batch_ends,
-            wanted: wanted.to_vec(),
+            wanted: by_batch,
             boundary,
+            literal_slots: Vec::new(),
         })
     }
 
     /// The wire message of batch `b` of `plan`.
-    pub(crate) fn batch(&self, plan: &Plan, b: usize) -> taskhost_proto::Graph {
+    pub(crate) fn batch(&self, plan: &mut Plan, b: usize) -> taskhost_proto::Graph {
         let inner = self.inner.lock();
         let start = if b == 0 { 0 } else { plan.batch_ends[b - 1] };
         let end = plan.batch_ends[b];
         let nodes = &plan.order[start..end];
-        let last = b + 1 == plan.batch_ends.len();
-        let mut literal_map: IdMap<u32, u32> = IdMap::default();
-        let mut literals = Vec::new();
+        // Literal -> (batch, its index in this batch's literals).
+        let slots = &mut plan.literal_slots;
+        if slots.len() < inner.literal_ends.len() {
+            slots.resize(inner.literal_ends.len(), (u32::MAX, 0));
+        }
+        let mut literals: Vec<Blob> = Vec::new();
         let mut tasks = Vec::with_capacity(nodes.len());
         for &i in nodes {
             let node = &inner.nodes[i as usize];
@@ -1103,11 +1172,12 @@ impl Graph {
                     NodeArg::Node(d) => Arg::Task(inner.nodes[d as usize].key),
                     NodeArg::External(e) => Arg::Task(inner.externals[e as usize].key),
                     NodeArg::Literal(l) => {
-                        let idx = *literal_map.entry(l).or_insert_with(|| {
-                            literals.push(inner.literals[l as usize].clone());
-                            (literals.len() - 1) as u32
-                        });
-                        Arg::Literal(idx)
+                        let slot = &mut slots[l as usize];
+                        if slot.0 != b as u32 {
+                            literals.push(Blob(inner.literal_bytes(l).to_vec()));
+                            *slot = (b as u32, (literals.len() - 1) as u32);
+                        }
+                        Arg::Literal(slot.1)
                     }
                 })
                 .collect();
@@ -1123,10 +1193,10 @@ impl Graph {
                 annotations: options.annotations.clone(),
             });
         }
-        let mut wanted: Vec<TaskKey> = Vec::new();
-        if last {
-            wanted.extend(plan.wanted.iter().map(|&w| inner.nodes[w as usize].key));
-        }
+        let mut wanted: Vec<TaskKey> = plan.wanted[b]
+            .iter()
+            .map(|&w| inner.nodes[w as usize].key)
+            .collect();
         // Keys later messages refer to stay wanted until the last message is sent.
         wanted.extend(
             plan.boundary[b]
@@ -1167,8 +1237,10 @@ impl Graph {
             }
             nodes.push(h.node);
         }
-        let plan = self.plan(&nodes, BATCH_BYTES)?;
-        Ok((0..plan.batches()).map(|b| self.batch(&plan, b)).collect())
+        let mut plan = self.plan(&nodes, BATCH_BYTES)?;
+        Ok((0..plan.batches())
+            .map(|b| self.batch(&mut plan, b))
+            .collect())
     }
 }
 
@@ -1189,15 +1261,73 @@ impl GraphInner {
         &self.args[n.args_start as usize..(n.args_start + n.args_len) as usize]
     }
 
-    fn literal(&mut self, hash: &[u8; 32], bytes: impl FnOnce() -> Vec<u8>) -> u32 {
-        if let Some(&l) = self.literal_index.get(hash) {
-            return l;
+    fn literal_bytes(&self, l: u32) -> &[u8] {
+        let start = match l {
+            0 => 0,
+            l => self.literal_ends[l as usize - 1],
+        };
+        &self.literal_data[start..self.literal_ends[l as usize]]
+    }
+
+    fn literal(&mut self, hash: &[u8; 32], bytes: &[u8]) -> u32 {
+        let new = self.literal_ends.len() as u32;
+        // One probe of the (large, cache-cold) index for both the lookup and the insertion.
+        let found = match self.literal_index.entry(prefix(hash)) {
+            Entry::Vacant(v) => {
+                v.insert(new);
+                None
+            }
+            Entry::Occupied(e) => Some(*e.get()),
+        };
+        if let Some(l) = found {
+            if self.literal_bytes(l) == bytes {
+                return l;
+            }
+            if let Some(&l) = self.literal_spill.get(hash) {
+                return l;
+            }
+            self.literal_spill.insert(*hash, new);
         }
-        let l = self.literals.len() as u32;
-        self.literals.push(Blob(bytes()));
-        self.literal_hashes.push(*hash);
-        self.literal_index.insert(*hash, l);
-        l
+        self.literal_data.extend_from_slice(bytes);
+        self.literal_ends.push(self.literal_data.len());
+        new
+    }
+
+    /// The node of `key`, if the graph has it.
+    fn find(&self, key: &TaskKey) -> Option<u32> {
+        let n = *self.keys.get(&prefix(&key.0))?;
+        if self.nodes[n as usize].key == *key {
+            Some(n)
+        } else {
+            self.key_spill.get(key).copied()
+        }
+    }
+
+    /// Adds `node` unless a node of its key exists (then its arguments are dropped); returns
+    /// the node's index.
+    fn intern_node(&mut self, node: Node) -> u32 {
+        let new = self.nodes.len() as u32;
+        let found = match self.keys.entry(prefix(&node.key.0)) {
+            Entry::Vacant(v) => {
+                v.insert(new);
+                None
+            }
+            Entry::Occupied(e) => Some(*e.get()),
+        };
+        if let Some(n) = found {
+            let existing = if self.nodes[n as usize].key == node.key {
+                Some(n)
+            } else {
+                self.key_spill.get(&node.key).copied()
+            };
+            if let Some(n) = existing {
+                self.args.truncate(node.args_start as usize);
+                return n;
+            }
+            self.key_spill.insert(node.key, new);
+        }
+        self.nodes.push(node);
+        new
     }
 
     fn external(&mut self, shared: Arc<FutureShared>) -> u32 {
@@ -1257,31 +1387,31 @@ impl GraphInner {
 
     fn import(&mut self, lineage: Vec<ImportedTask>) {
         for task in lineage {
-            if self.keys.contains_key(&task.key) {
+            if self.find(&task.key).is_some() {
                 continue;
             }
             let function = self.function_id(&task.module, &task.function);
             let args_start = self.args.len();
             for a in task.args {
                 let arg = match a {
-                    ImportedArg::Task(k) => NodeArg::Node(self.keys[&k]),
+                    ImportedArg::Task(k) => {
+                        NodeArg::Node(self.find(&k).expect("lineages are in order"))
+                    }
                     ImportedArg::Literal(blob, hash) => {
-                        NodeArg::Literal(self.literal(&hash, || blob.0))
+                        NodeArg::Literal(self.literal(&hash, &blob.0))
                     }
                     ImportedArg::External(shared) => NodeArg::External(self.external(shared)),
                 };
                 self.args.push(arg);
             }
             let options = self.options_id(&task.options);
-            let node = self.nodes.len() as u32;
-            self.nodes.push(Node {
+            self.intern_node(Node {
                 key: task.key,
                 function,
                 args_start: args_start as u32,
                 args_len: (self.args.len() - args_start) as u32,
                 options,
             });
-            self.keys.insert(task.key, node);
         }
     }
 }
@@ -1419,12 +1549,12 @@ mod tests {
         for _ in 0..2000 {
             prev = g.call::<i64>(&m, "inc", (&prev,)).unwrap();
         }
-        let plan = g.plan(&[prev.node], 16 * 1024).unwrap();
+        let mut plan = g.plan(&[prev.node], 16 * 1024).unwrap();
         assert!(plan.batches() > 5);
         let mut known = std::collections::HashSet::new();
         let mut wanted_total = 0;
         for b in 0..plan.batches() {
-            let w = g.batch(&plan, b);
+            let w = g.batch(&mut plan, b);
             for t in &w.tasks {
                 for a in &t.args {
                     if let Arg::Task(k) = a {
@@ -1441,5 +1571,58 @@ mod tests {
         }
         assert_eq!(known.len(), 2001);
         assert_eq!(wanted_total, plan.boundary().count() + 1);
+    }
+
+    #[test]
+    fn keys_sharing_an_index_prefix_stay_distinct() {
+        let m = module();
+        let g = Graph::new();
+        let a = g.call::<i64>(&m, "inc", (1i64,)).unwrap();
+        let mut inner = g.inner.lock();
+        // A node whose key shares `a`'s first 8 bytes but differs after them.
+        let mut twin = a.key();
+        twin.0[31] ^= 1;
+        let args_start = inner.args.len() as u32;
+        let n = inner.intern_node(Node {
+            key: twin,
+            function: 0,
+            args_start,
+            args_len: 0,
+            options: 0,
+        });
+        assert_ne!(n, a.node);
+        assert_eq!(inner.find(&twin), Some(n));
+        assert_eq!(inner.find(&a.key()), Some(a.node));
+        // Literals likewise: the same prefix, other bytes.
+        let h = *blake3::hash(b"x").as_bytes();
+        let l1 = inner.literal(&h, b"x");
+        let mut h2 = h;
+        h2[31] ^= 1;
+        let l2 = inner.literal(&h2, b"y");
+        assert_ne!(l1, l2);
+        assert_eq!(inner.literal(&h2, b"y"), l2);
+        assert_eq!(inner.literal_bytes(l2), b"y");
+    }
+
+    #[test]
+    fn wanted_keys_are_wanted_in_the_message_that_creates_them() {
+        let m = module();
+        let g = Graph::new();
+        let hs: Vec<Handle<f64>> = (0..200)
+            .map(|i| g.call(&m, "sum", (vec![i as f64; 100],)).unwrap())
+            .collect();
+        let mut plan = g
+            .plan(&hs.iter().map(|h| h.node).collect::<Vec<_>>(), 16 * 1024)
+            .unwrap();
+        assert!(plan.batches() > 5);
+        let mut total = 0;
+        for b in 0..plan.batches() {
+            let w = g.batch(&mut plan, b);
+            let created: std::collections::HashSet<_> = w.tasks.iter().map(|t| t.key).collect();
+            assert_eq!(created.len(), w.wanted.len());
+            assert!(w.wanted.iter().all(|k| created.contains(k)));
+            total += w.wanted.len();
+        }
+        assert_eq!(total, 200);
     }
 }

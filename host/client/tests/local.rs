@@ -364,6 +364,12 @@ async fn graphs_larger_than_one_message_are_split_and_computed() -> Result<()> {
         })
         .collect::<Result<_, _>>()?;
     let wire = Client::wire_messages(&leaves)?;
+    // Every leaf wanted at once, across several messages.
+    let fs = timeout(LIMIT, client.submit(&leaves)).await??;
+    let sums = timeout(LIMIT, client.gather(&fs)).await??;
+    assert_eq!(sums.len(), 4_000);
+    assert!(sums.iter().enumerate().all(|(i, &s)| s == i as f64));
+    drop(fs);
     let mut level = leaves;
     while level.len() > 1 {
         level = level
