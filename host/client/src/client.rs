@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -942,7 +943,12 @@ impl Client {
     /// # }
     /// ```
     pub async fn close(&self) {
+        // Deliver queued messages (releases, cancels) first, then tell the scheduler we leave
+        // and wait (briefly) until it was told, so a process exiting right after `close`
+        // does not leave its results held until the idle timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.sender.flush()).await;
         self.inner.connection.close("client closed");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.shutdown()).await;
         self.inner
             .state
             .lock()

@@ -329,7 +329,6 @@ async fn progress_reports_counts_while_work_is_pending() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the scheduler's shutdown leaves client connections open (reported); see tests/daemons.rs"]
 async fn a_lost_connection_fails_pending_futures() -> Result<()> {
     let (cluster, client, m) = cluster(1, 1).await?;
     let g = Graph::new();

@@ -73,7 +73,11 @@ async fn client_connection(
     let (tx, mut rx) = control.split_with::<ClientEvent, ClientRequest>(options);
     tracing::debug!(client = id.0, remote = %connection.remote_address(), "client connected");
     if events
-        .send(Event::ClientJoined { id, tx: tx.clone() })
+        .send(Event::ClientJoined {
+            id,
+            tx: tx.clone(),
+            conn: connection.clone(),
+        })
         .is_err()
     {
         return;

@@ -27,6 +27,7 @@ pub(crate) enum Event {
     ClientJoined {
         id: ClientId,
         tx: Sender<ClientEvent>,
+        conn: Connection,
     },
     /// A client request that needs the core.
     Client {
@@ -66,6 +67,7 @@ struct WorkerEntry {
 
 struct ClientEntry {
     tx: Sender<ClientEvent>,
+    conn: Connection,
     /// Keys it wants that were not delivered yet.
     pending: HashSet<TaskKey>,
 }
@@ -147,11 +149,12 @@ impl Daemon {
     /// Applies one event.
     pub(crate) fn handle(&mut self, event: Event) {
         match event {
-            Event::ClientJoined { id, tx } => {
+            Event::ClientJoined { id, tx, conn } => {
                 self.clients.insert(
                     id,
                     ClientEntry {
                         tx,
+                        conn,
                         pending: HashSet::new(),
                     },
                 );
@@ -700,6 +703,17 @@ impl Daemon {
             let _ = worker.tx.send_now(&WorkerCommand::Shutdown {
                 reason: reason.to_owned(),
             });
+        }
+    }
+
+    /// Closes every connection (after [`Daemon::shutdown`] had a moment to be delivered), so
+    /// clients and workers see the scheduler go at once.
+    pub(crate) fn close_connections(&mut self, reason: &str) {
+        for worker in self.workers.values() {
+            worker.conn.close(reason);
+        }
+        for client in self.clients.values() {
+            client.conn.close(reason);
         }
     }
 

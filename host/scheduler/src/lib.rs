@@ -179,6 +179,7 @@ async fn run_loop(
                 daemon.shutdown("the scheduler is shutting down");
                 // Give the control streams a moment to carry the notice.
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                daemon.close_connections("the scheduler is shutting down");
                 break;
             }
             event = events.recv() => {
