@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example seed               # everything, at the seed's sizes
 //! cargo run --release --example seed -- --quick    # the at-scale expressions at 1/5 and 1/4 size
-//! cargo run --release --example seed -- --only-scale --workers 2
+//! cargo run --release --example seed -- --only-scale --workers 1 --slots 2
 //! ```
 //!
 //! Each result is printed next to its expected value, computed independently: with ndarray for
@@ -25,6 +25,7 @@ struct Options {
     quick: bool,
     only_scale: bool,
     workers: usize,
+    slots: u32,
     seed: u64,
 }
 
@@ -33,6 +34,7 @@ fn options() -> anyhow::Result<Options> {
         quick: false,
         only_scale: false,
         workers: 2,
+        slots: 1,
         seed: 42,
     };
     let mut args = std::env::args().skip(1);
@@ -41,9 +43,12 @@ fn options() -> anyhow::Result<Options> {
             "--quick" => o.quick = true,
             "--only-scale" => o.only_scale = true,
             "--workers" => o.workers = args.next().context("--workers N")?.parse()?,
+            "--slots" => o.slots = args.next().context("--slots N")?.parse()?,
             "--seed" => o.seed = args.next().context("--seed N")?.parse()?,
             other => {
-                bail!("unknown argument {other}; use --quick, --only-scale, --workers N, --seed N")
+                bail!(
+                    "unknown argument {other}; use --quick, --only-scale, --workers N, --slots N, --seed N"
+                )
             }
         }
     }
@@ -142,15 +147,16 @@ async fn main() -> anyhow::Result<()> {
     let o = options()?;
     let client = LocalCluster::builder()
         .workers(o.workers)
-        .slots(1)
+        .slots(o.slots)
         .client()
         .await?;
     let da = ArrayContext::new(&client).await?;
     let mut report = Report { failures: 0 };
     let total = Instant::now();
     println!(
-        "taskhost arrays: embedded local cluster, {} workers x 1 slot, kernels module {}",
+        "taskhost arrays: embedded local cluster, {} workers x {} slots, kernels module {}",
         o.workers,
+        o.slots,
         da.module().id()
     );
 

@@ -11,9 +11,15 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/pip" install --quiet "dask[array,distributed]" numpy
 fi
 export RUST_BACKTRACE=0
+(cd "$root" && cargo build --release -p taskhost-array --example seed)
+seed="${CARGO_TARGET_DIR:-$root/target}/release/examples/seed"
+echo "== machine load before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== taskhost (embedded local cluster, 2 workers x 1 slot)"
-(cd "$root" && cargo run --release -p taskhost-array --example seed -- --only-scale "$@")
+"$seed" --only-scale --workers 2 --slots 1 "$@"
+echo "== taskhost (embedded local cluster, 1 worker x 2 slots)"
+"$seed" --only-scale --workers 1 --slots 2 "$@"
 echo "== dask.array, LocalCluster(n_workers=2, threads_per_worker=1)"
 "$venv/bin/python" "$here/dask_array.py" --sched cluster
 echo "== dask.array, threads"
 "$venv/bin/python" "$here/dask_array.py" --sched threads
+echo "== machine load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
