@@ -18,12 +18,6 @@ use taskhost_client::{Args, Client, Graph, Handle, Module, Raw};
 /// `bench_kernel0` to `bench_kernel8`).
 pub const MAX_ARITY: usize = 8;
 
-/// The most wanted calls submitted at once. A submission of ~30,000 wanted calls or more, which
-/// the client splits into several messages, is rejected by the scheduler ("unknown task") at
-/// the time of writing; submissions of this many are not, so larger `trivial` graphs are
-/// submitted in several parts before their results are gathered.
-pub const SUBMIT_CHUNK: usize = 10_000;
-
 /// A graph shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -401,16 +395,7 @@ impl Target {
         reset_peak_rss(&self.pid);
         let before = proc_sample(&self.pid)?;
         let t = Instant::now();
-        let values = if built.wanted.len() > SUBMIT_CHUNK {
-            // See SUBMIT_CHUNK: many wanted keys go in several submissions.
-            let mut futures = Vec::with_capacity(built.wanted.len());
-            for chunk in built.wanted.chunks(SUBMIT_CHUNK) {
-                futures.extend(self.client.submit(chunk).await?);
-            }
-            self.client.gather(&futures).await?
-        } else {
-            self.client.compute_all(&built.wanted).await?
-        };
+        let values = self.client.compute_all(&built.wanted).await?;
         let wall_s = t.elapsed().as_secs_f64();
         let after = proc_sample(&self.pid)?;
         for (i, (v, e)) in values.iter().zip(&built.expected).enumerate() {
