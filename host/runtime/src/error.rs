@@ -71,6 +71,9 @@ pub enum RuntimeError {
     /// The task ran longer than its wall-clock deadline and was interrupted.
     #[error("task exceeded its deadline of {0:?}")]
     DeadlineExceeded(Duration),
+    /// The task was cancelled through its [`crate::CancelToken`] before it finished.
+    #[error("task cancelled")]
+    Cancelled,
     /// The task tried to grow its linear memory beyond its cap and could not continue.
     #[error("task exceeded its memory limit of {limit} bytes")]
     MemoryLimitExceeded {

@@ -10,11 +10,13 @@
 //! log: no files, no network, no environment, no arguments.
 
 mod bindings;
+mod cancel;
 mod error;
 mod runtime;
 mod sandbox;
 mod store;
 
+pub use cancel::CancelToken;
 pub use error::{RuntimeError, TaskError};
 pub use runtime::{FunctionInfo, Limits, Runtime, RuntimeConfig, RuntimeStats};
 pub use store::{ModuleStore, validate_component};

@@ -15,12 +15,17 @@ use wasmtime::{
 };
 
 use crate::bindings::{self, TaskModule, TaskModulePre};
+use crate::cancel::{CancelState, CancelToken, Cancelled, DeadlineReached};
 use crate::error::{RuntimeError, TaskError, chain_text};
-use crate::sandbox::{OutputBounds, TaskState};
+use crate::sandbox::{OutputBounds, TaskState, subscribe_bounded, task_clock_now};
 use crate::store::{ModuleStore, write_atomically};
 
 /// The name of the interface task modules export.
 const TASKS_INTERFACE: &str = "taskhost:task/tasks@0.1.0";
+
+/// The `wasi:clocks/monotonic-clock` interface as wasmtime-wasi defines it in the linker (its
+/// WIT package version). Guests importing older 0.2 versions are linked to it by semver.
+const MONOTONIC_CLOCK_INTERFACE: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// How much of the guest's stderr a trap message quotes.
 const STDERR_TAIL: usize = 1024;
@@ -133,18 +138,6 @@ struct Loaded {
     short: String,
 }
 
-/// Returned by the epoch callback when the wall-clock deadline has passed.
-#[derive(Debug)]
-struct DeadlineReached;
-
-impl std::fmt::Display for DeadlineReached {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("deadline reached")
-    }
-}
-
-impl std::error::Error for DeadlineReached {}
-
 /// The sandboxed task runtime of one process: a module store, one shared wasmtime `Engine`,
 /// compiled modules cached on disk and in memory, and task execution with per-task limits.
 ///
@@ -198,6 +191,9 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(format!("linking WASI: {}", chain_text(&e))))?;
         TaskModule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(|e| {
             RuntimeError::Internal(format!("linking the host interface: {}", chain_text(&e)))
+        })?;
+        bound_clock_waits(&mut linker).map_err(|e| {
+            RuntimeError::Internal(format!("linking the bounded clocks: {}", chain_text(&e)))
         })?;
 
         let store = ModuleStore::open(&config.data_dir)?;
@@ -367,7 +363,7 @@ impl Runtime {
     pub fn describe(&self, id: &ModuleId) -> Result<Vec<FunctionInfo>, RuntimeError> {
         let loaded = self.load(id)?;
         let limits = Limits::default();
-        let mut store = self.new_store(&loaded, "functions", &limits)?;
+        let mut store = self.new_store(&loaded, "functions", &limits, None)?;
         let result = loaded
             .pre
             .instantiate(&mut store)
@@ -400,8 +396,40 @@ impl Runtime {
         args: &[&[u8]],
         limits: &Limits,
     ) -> Result<Vec<u8>, RuntimeError> {
+        self.run(id, function, args, limits, None)
+    }
+
+    /// [`Runtime::execute`], cancellable: when `cancel` fires (before or while the task
+    /// runs), the task is stopped and this returns [`RuntimeError::Cancelled`]. See
+    /// [`CancelToken`] for how quickly a task stops.
+    ///
+    /// A result that was complete before the cancellation is still returned; a cancellation
+    /// never leaves the runtime in a bad state (the task's store is dropped as after a trap).
+    pub fn execute_cancellable(
+        &self,
+        id: &ModuleId,
+        function: &str,
+        args: &[&[u8]],
+        limits: &Limits,
+        cancel: &CancelToken,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        cancel.state.attach(&self.engine);
+        if cancel.is_cancelled() {
+            return Err(RuntimeError::Cancelled);
+        }
+        self.run(id, function, args, limits, Some(&cancel.state))
+    }
+
+    fn run(
+        &self,
+        id: &ModuleId,
+        function: &str,
+        args: &[&[u8]],
+        limits: &Limits,
+        cancel: Option<&Arc<CancelState>>,
+    ) -> Result<Vec<u8>, RuntimeError> {
         let loaded = self.load(id)?;
-        let mut store = self.new_store(&loaded, function, limits)?;
+        let mut store = self.new_store(&loaded, function, limits, cancel)?;
         let result = loaded
             .instance_pre
             .instantiate(&mut store)
@@ -414,6 +442,15 @@ impl Runtime {
                 let (result,) = call.call(&mut store, (function, args))?;
                 Ok(result)
             });
+        let result = match result {
+            // A guest whose clock wait was cut short at the deadline or by cancellation is
+            // interrupted even if it then returned normally.
+            Ok(_) if store.data().wait_cut_short => match store.data().interruption() {
+                Some(error) => Err(error),
+                None => result,
+            },
+            _ => result,
+        };
         let outcome = match result {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(bindings::TaskError::UnknownFunction(_))) => {
@@ -439,6 +476,7 @@ impl Runtime {
         loaded: &Loaded,
         function: &str,
         limits: &Limits,
+        cancel: Option<&Arc<CancelState>>,
     ) -> Result<Store<TaskState>, RuntimeError> {
         if limits.memory > self.config.max_memory {
             return Err(RuntimeError::InvalidLimits(format!(
@@ -452,7 +490,14 @@ impl Runtime {
             ));
         }
         let task: Arc<str> = format!("{}/{function}", loaded.short).into();
-        let state = TaskState::new(task, limits.memory, self.bounds);
+        let state = TaskState::new(
+            task,
+            limits.memory,
+            self.bounds,
+            Instant::now(),
+            limits.timeout,
+            cancel.cloned(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel_metering {
@@ -460,14 +505,12 @@ impl Runtime {
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| RuntimeError::Internal(chain_text(&e)))?;
         }
-        let deadline = Instant::now() + limits.timeout;
+        // Checked at every epoch tick (and when a cancellation bumps the epoch): the deadline
+        // is exact to one tick and independent of how many tasks run.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(DeadlineReached))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
+        store.epoch_deadline_callback(|context| match context.data().interruption() {
+            Some(error) => Err(error),
+            None => Ok(UpdateDeadline::Continue(1)),
         });
         self.counters.instantiations.fetch_add(1, Ordering::Relaxed);
         Ok(store)
@@ -482,6 +525,9 @@ impl Runtime {
     ) -> RuntimeError {
         let state = store.data();
         tracing::debug!(task = &*state.task, "guest error: {error:?}");
+        if error.is::<Cancelled>() {
+            return RuntimeError::Cancelled;
+        }
         if error.is::<DeadlineReached>() {
             return RuntimeError::DeadlineExceeded(limits.timeout);
         }
@@ -499,6 +545,7 @@ impl Runtime {
                     fuel: limits.fuel.unwrap_or(u64::MAX),
                 };
             }
+            Some(Trap::Interrupt) if state.cancelled() => return RuntimeError::Cancelled,
             Some(Trap::Interrupt) => return RuntimeError::DeadlineExceeded(limits.timeout),
             Some(trap) => trap.to_string(),
             None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -541,6 +588,26 @@ fn emit_output(store: &Store<TaskState>) {
             "the task logged more than allowed; records dropped"
         );
     }
+}
+
+/// Replaces wasmtime-wasi's `wasi:clocks/monotonic-clock` subscriptions with ones bounded by
+/// the task's deadline and cancellation. A clock subscription (a guest `sleep`, or a `poll` on
+/// a timeout) is the only way a guest can block inside a host call in this sandbox, and the
+/// epoch deadline cannot interrupt a host call: unbounded, a guest sleeping for an hour would
+/// hold its thread for an hour.
+fn bound_clock_waits(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK_INTERFACE)?;
+    clock.func_wrap("subscribe-duration", |store, (nanos,): (u64,)| {
+        subscribe_bounded(store, Duration::from_nanos(nanos)).map(|pollable| (pollable,))
+    })?;
+    clock.func_wrap("subscribe-instant", |store, (when,): (u64,)| {
+        let now = task_clock_now(store.data());
+        subscribe_bounded(store, Duration::from_nanos(when.saturating_sub(now)))
+            .map(|pollable| (pollable,))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {

@@ -2,14 +2,18 @@
 //! log), and the bookkeeping that bounds it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use wasmtime::component::ResourceTable;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::clocks::HostMonotonicClock;
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::taskhost::task::host;
+use crate::cancel::{CancelState, Cancelled, DeadlineReached};
 
 /// How much output and logging one task may produce before the rest is dropped.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +25,10 @@ pub(crate) struct OutputBounds {
 
 /// The data of one task attempt's `Store`.
 pub(crate) struct TaskState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most tasks make none, and building a context
+    /// (random number generators, clocks, stdio and socket settings) is a good part of the
+    /// per-task setup.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub stdout: Capture,
@@ -29,45 +36,171 @@ pub(crate) struct TaskState {
     pub log: LogBudget,
     /// `module/function`, for log records.
     pub task: Arc<str>,
+    /// When the task started; the origin of its monotonic clock.
+    pub started: Instant,
+    /// When the task must be finished.
+    pub deadline: Instant,
+    /// Set when the task's cancellation token fires.
+    pub cancel: Option<Arc<CancelState>>,
+    /// Whether a clock subscription was cut short at the deadline or by cancellation, so that
+    /// a task that then returns normally is still reported as interrupted.
+    pub wait_cut_short: bool,
 }
 
 impl TaskState {
-    pub fn new(task: Arc<str>, memory_limit: u64, bounds: OutputBounds) -> Self {
-        let stdout = Capture::new(bounds.stream_bytes);
-        let stderr = Capture::new(bounds.stream_bytes);
-        let mut builder = WasiCtxBuilder::new();
-        // Grant nothing: no preopened directories, no environment, no arguments (the builder's
-        // defaults), stdin empty, and no network of any kind.
-        builder
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+    pub fn new(
+        task: Arc<str>,
+        memory_limit: u64,
+        bounds: OutputBounds,
+        started: Instant,
+        timeout: Duration,
+        cancel: Option<Arc<CancelState>>,
+    ) -> Self {
         Self {
-            wasi: builder.build(),
+            wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
-            stdout,
-            stderr,
+            stdout: Capture::new(bounds.stream_bytes),
+            stderr: Capture::new(bounds.stream_bytes),
             log: LogBudget {
                 records_left: bounds.log_records,
                 bytes_left: bounds.log_bytes,
                 dropped: 0,
             },
             task,
+            started,
+            // A timeout too large to represent is no deadline at all.
+            deadline: started
+                .checked_add(timeout)
+                .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
+            cancel,
+            wait_cut_short: false,
+        }
+    }
+
+    /// Whether the task's cancellation token fired.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+
+    /// The error that interrupts the task now, if any: cancelled, or past its deadline.
+    pub fn interruption(&self) -> Option<wasmtime::Error> {
+        if self.cancelled() {
+            Some(wasmtime::Error::new(Cancelled))
+        } else if Instant::now() >= self.deadline {
+            Some(wasmtime::Error::new(DeadlineReached))
+        } else {
+            None
         }
     }
 }
 
+/// The WASI context of a task: grants nothing.
+fn build_wasi(stdout: &Capture, stderr: &Capture, started: Instant) -> WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    // Grant nothing: no preopened directories, no environment, no arguments (the builder's
+    // defaults), stdin empty, and no network of any kind.
+    builder
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .monotonic_clock(TaskClock { started })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    builder.build()
+}
+
 impl WasiView for TaskState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (stdout, stderr, started) = (&self.stdout, &self.stderr, self.started);
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| build_wasi(stdout, stderr, started)),
             table: &mut self.table,
         }
     }
+}
+
+/// The task's `wasi:clocks/monotonic-clock`: nanoseconds since the task started.
+struct TaskClock {
+    started: Instant,
+}
+
+impl HostMonotonicClock for TaskClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How often a waiting clock subscription checks for cancellation.
+const CANCEL_POLL: Duration = Duration::from_millis(2);
+
+/// A `wasi:clocks/monotonic-clock` subscription bounded by the task's deadline and its
+/// cancellation: the only way a guest can block in the sandbox (there are no files, sockets
+/// or stdin to wait on), so it must not outlive the task.
+struct BoundedWait {
+    /// When the pollable is ready: what the guest asked for, or the task's deadline if that is
+    /// earlier.
+    until: tokio::time::Instant,
+    cancel: Option<Arc<CancelState>>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for BoundedWait {
+    async fn ready(&mut self) {
+        loop {
+            if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= self.until {
+                return;
+            }
+            let step = if self.cancel.is_some() {
+                self.until.min(now + CANCEL_POLL)
+            } else {
+                self.until
+            };
+            tokio::time::sleep_until(step).await;
+        }
+    }
+}
+
+/// `subscribe-duration` and `subscribe-instant` of `wasi:clocks/monotonic-clock`: a pollable
+/// ready after `wait`, or at the task's deadline or cancellation if that comes first. Traps at
+/// once if the task is already past its deadline or cancelled.
+pub(crate) fn subscribe_bounded(
+    mut store: StoreContextMut<'_, TaskState>,
+    wait: Duration,
+) -> wasmtime::Result<Resource<DynPollable>> {
+    let state = store.data_mut();
+    if let Some(error) = state.interruption() {
+        return Err(error);
+    }
+    let now = Instant::now();
+    let left = state.deadline.saturating_duration_since(now);
+    if wait >= left || state.cancel.is_some() {
+        // The wait may end early; if it does, the task is interrupted.
+        state.wait_cut_short = true;
+    }
+    let until = tokio::time::Instant::from_std(now + wait.min(left));
+    let cancel = state.cancel.clone();
+    let wait = state.table.push(BoundedWait { until, cancel })?;
+    wasmtime_wasi::p2::subscribe(&mut state.table, wait)
+}
+
+/// The task's monotonic clock reading, for `subscribe-instant`.
+pub(crate) fn task_clock_now(state: &TaskState) -> u64 {
+    TaskClock {
+        started: state.started,
+    }
+    .now()
 }
 
 /// Caps the total linear memory of a store and remembers whether a growth was refused, so that

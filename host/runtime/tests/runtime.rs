@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taskhost_guest_artifacts::EXAMPLE_GUEST;
-use taskhost_runtime::{Limits, ModuleId, Runtime, RuntimeConfig, RuntimeError, TaskError};
+use taskhost_runtime::{
+    CancelToken, Limits, ModuleId, Runtime, RuntimeConfig, RuntimeError, TaskError,
+};
 
 fn guest_bytes() -> Vec<u8> {
     taskhost_guest_artifacts::read(EXAMPLE_GUEST)
@@ -181,6 +183,8 @@ fn a_panic_is_a_trap_that_quotes_the_panic_message() {
 #[test]
 fn an_endless_loop_is_stopped_at_its_deadline() {
     let (_dir, runtime, id) = setup();
+    // Compile first: under load compiling alone can take longer than the bound below.
+    runtime.prepare(&id).unwrap();
     let limits = Limits {
         timeout: Duration::from_millis(200),
         ..limits()
@@ -198,6 +202,145 @@ fn an_endless_loop_is_stopped_at_its_deadline() {
         RuntimeError::DeadlineExceeded(limits.timeout).to_string(),
         "task exceeded its deadline of 200ms"
     );
+}
+
+#[test]
+fn a_short_sleep_returns_and_a_long_one_is_cut_at_the_deadline() {
+    let (_dir, runtime, id) = setup();
+    runtime.prepare(&id).unwrap();
+    // A sleep that fits in the deadline just sleeps.
+    let out = call(&runtime, &id, "sleep", &[enc(&20u64)]).unwrap();
+    assert!(postcard::from_bytes::<u64>(&out).unwrap() >= 20);
+
+    // A guest blocked in a WASI clock wait does not outlive its deadline.
+    let limits = Limits {
+        timeout: Duration::from_millis(200),
+        ..limits()
+    };
+    let started = Instant::now();
+    let result = runtime.execute(&id, "sleep", &[&enc(&3_600_000u64)], &limits);
+    let elapsed = started.elapsed();
+    match result {
+        Err(RuntimeError::DeadlineExceeded(timeout)) => assert_eq!(timeout, limits.timeout),
+        other => panic!("expected a deadline error, got {other:?}"),
+    }
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // The runtime is fine afterwards.
+    assert_eq!(call(&runtime, &id, "noop", &[]).unwrap(), Vec::<u8>::new());
+}
+
+/// Runs `function` with a token cancelled from another thread after `after`; returns the
+/// result and how long after the cancellation it came back.
+fn cancel_after(
+    runtime: &Runtime,
+    id: &ModuleId,
+    function: &str,
+    args: &[Vec<u8>],
+    after: Duration,
+) -> (Result<Vec<u8>, RuntimeError>, Duration) {
+    runtime.prepare(id).unwrap();
+    let token = CancelToken::new();
+    let canceller = {
+        let token = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            token.cancel();
+            Instant::now()
+        })
+    };
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    let result = runtime.execute_cancellable(id, function, &args, &limits(), &token);
+    let returned = Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert!(token.is_cancelled());
+    (result, returned.saturating_duration_since(cancelled_at))
+}
+
+#[test]
+fn cancelling_stops_a_running_task() {
+    let (_dir, runtime, id) = setup();
+    // The limits give 20 s; the cancellation comes after 100 ms.
+    let (result, latency) = cancel_after(&runtime, &id, "spin", &[], Duration::from_millis(100));
+    assert!(
+        matches!(result, Err(RuntimeError::Cancelled)),
+        "expected a cancellation, got {result:?}"
+    );
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    assert_eq!(RuntimeError::Cancelled.to_string(), "task cancelled");
+    // Other tasks, with or without a token, still run.
+    assert_eq!(call(&runtime, &id, "noop", &[]).unwrap(), Vec::<u8>::new());
+    let token = CancelToken::new();
+    let out = runtime
+        .execute_cancellable(&id, "inc", &[&enc(&1i64)], &limits(), &token)
+        .unwrap();
+    assert_eq!(postcard::from_bytes::<i64>(&out).unwrap(), 2);
+    assert!(!token.is_cancelled());
+}
+
+#[test]
+fn cancelling_wakes_a_sleeping_task() {
+    let (_dir, runtime, id) = setup();
+    let (result, latency) = cancel_after(
+        &runtime,
+        &id,
+        "sleep",
+        &[enc(&3_600_000u64)],
+        Duration::from_millis(100),
+    );
+    assert!(
+        matches!(result, Err(RuntimeError::Cancelled)),
+        "expected a cancellation, got {result:?}"
+    );
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+}
+
+#[test]
+fn a_cancelled_token_does_not_start_its_task() {
+    let (_dir, runtime, id) = setup();
+    runtime.prepare(&id).unwrap();
+    let token = CancelToken::new();
+    token.cancel();
+    token.cancel();
+    let before = runtime.stats().instantiations;
+    assert!(matches!(
+        runtime.execute_cancellable(&id, "noop", &[], &limits(), &token),
+        Err(RuntimeError::Cancelled)
+    ));
+    assert_eq!(runtime.stats().instantiations, before);
+}
+
+#[test]
+fn cancelling_one_task_leaves_the_others_running() {
+    let (_dir, runtime, id) = setup();
+    runtime.prepare(&id).unwrap();
+    let runtime = Arc::new(runtime);
+    let token = CancelToken::new();
+    let victim = {
+        let (runtime, token) = (runtime.clone(), token.clone());
+        std::thread::spawn(move || runtime.execute_cancellable(&id, "spin", &[], &limits(), &token))
+    };
+    // Another task keeps running busy work while the first one is cancelled.
+    let bystander = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || {
+            runtime.execute_cancellable(
+                &id,
+                "busy_wait",
+                &[&enc(&300_000u64)],
+                &limits(),
+                &CancelToken::new(),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    token.cancel();
+    assert!(matches!(
+        victim.join().unwrap(),
+        Err(RuntimeError::Cancelled)
+    ));
+    let out = bystander.join().unwrap().unwrap();
+    assert!(postcard::from_bytes::<u64>(&out).unwrap() > 0);
 }
 
 #[test]

@@ -15,6 +15,14 @@ taskhost_guest::export_tasks! {
         data.to_vec()
     }
 
+    /// Sleeps `millis` milliseconds on the WASI monotonic clock (the one way a guest can block
+    /// in the sandbox), then returns how many milliseconds passed.
+    fn sleep(millis: u64) -> u64 {
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(millis));
+        started.elapsed().as_millis() as u64
+    }
+
     /// Returns `x + 1`.
     fn inc(x: i64) -> i64 {
         x.wrapping_add(1)
