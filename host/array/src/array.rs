@@ -1,22 +1,32 @@
 //! The chunked [`Array`] and the [`ArrayContext`] that creates arrays.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{ArrayD, IxDyn, Slice};
 use taskhost_client::{Args, Client, Graph, Handle, Module, Raw};
 
 use crate::chunk::{self, DType};
 use crate::error::ArrayError;
+use crate::fuse::{Expr, FusedReduce};
 
 /// The default fan-in of tree reductions: how many partial results one combine task folds.
 pub const DEFAULT_FAN_IN: usize = 8;
+
+/// The most input bytes one `matmul_sum` task of a blocked product reads (it folds as many
+/// block products of a contraction as fit, at most [`MAX_MATMUL_GROUP`]); a task's memory cap
+/// must hold them.
+pub const MATMUL_TASK_BYTES: usize = 136 << 20;
+
+/// The most block products one `matmul_sum` task of a blocked product folds.
+pub const MAX_MATMUL_GROUP: usize = 8;
 
 struct Inner {
     client: Client,
     module: Module,
     graph: Graph,
     fan_in: usize,
+    fusion: bool,
 }
 
 /// Creates arrays on one client: holds the client, the registered kernels module and the graph
@@ -55,6 +65,17 @@ impl ArrayContext {
     /// Like [`new`](Self::new), with reductions folding `fan_in` (at least 2) partial results
     /// per combine task.
     pub async fn with_fan_in(client: &Client, fan_in: usize) -> Result<Self, ArrayError> {
+        Self::with_options(client, fan_in, true).await
+    }
+
+    /// Like [`with_fan_in`](Self::with_fan_in); `fusion: false` turns blockwise fusion off, so
+    /// that every elementwise operation and transpose is a task of its own (as before fusion
+    /// existed; for comparisons).
+    pub async fn with_options(
+        client: &Client,
+        fan_in: usize,
+        fusion: bool,
+    ) -> Result<Self, ArrayError> {
         let module = client.module(crate::KERNELS_WASM.to_vec()).await?;
         Ok(ArrayContext {
             inner: Arc::new(Inner {
@@ -62,6 +83,7 @@ impl ArrayContext {
                 module,
                 graph: Graph::new(),
                 fan_in: fan_in.max(2),
+                fusion,
             }),
         })
     }
@@ -74,6 +96,12 @@ impl ArrayContext {
     /// The registered kernels module.
     pub fn module(&self) -> &Module {
         &self.inner.module
+    }
+
+    /// How many distinct kernel calls the context's graph holds: the tasks added so far (a
+    /// fused expression adds its tasks only when its blocks or a reduction of it are needed).
+    pub fn task_count(&self) -> usize {
+        self.inner.graph.len()
     }
 
     fn call(&self, function: &str, args: &[Arg<'_>]) -> Handle<Raw> {
@@ -103,13 +131,7 @@ impl ArrayContext {
             .enumerate()
             .map(|(flat, index)| make(&block_shape(&chunks, index), flat))
             .collect();
-        Array {
-            ctx: self.clone(),
-            shape: shape.to_vec(),
-            chunks,
-            dtype,
-            blocks,
-        }
+        Array::ready(self.clone(), shape.to_vec(), chunks, dtype, blocks)
     }
 
     /// An array of `shape` filled with `value` (float64), in blocks of `chunks` (the last block
@@ -190,13 +212,7 @@ impl ArrayContext {
                 h
             })
             .collect();
-        Array {
-            ctx: self.clone(),
-            shape: vec![n],
-            chunks,
-            dtype: DType::F64,
-            blocks,
-        }
+        Array::ready(self.clone(), vec![n], chunks, DType::F64, blocks)
     }
 
     /// An array holding `data`, split into blocks of `chunks` (each block becomes a literal of
@@ -228,13 +244,7 @@ impl ArrayContext {
                 )
             })
             .collect();
-        Array {
-            ctx: self.clone(),
-            shape,
-            chunks: norm,
-            dtype: DType::F64,
-            blocks,
-        }
+        Array::ready(self.clone(), shape, norm, DType::F64, blocks)
     }
 }
 
@@ -256,7 +266,10 @@ pub struct Array {
     shape: Vec<usize>,
     chunks: Vec<Vec<usize>>,
     dtype: DType,
-    blocks: Vec<Handle<Raw>>,
+    /// The blocks' handles: set when the array is made, or on first use for a lazy array.
+    blocks: Arc<OnceLock<Arc<Vec<Handle<Raw>>>>>,
+    /// A lazy elementwise expression whose blocks are not tasks yet (blockwise fusion).
+    expr: Option<Arc<Expr>>,
 }
 
 impl std::fmt::Debug for Array {
@@ -265,7 +278,11 @@ impl std::fmt::Debug for Array {
             .field("shape", &self.shape)
             .field("chunks", &self.chunks)
             .field("dtype", &self.dtype)
-            .field("blocks", &self.blocks.len())
+            .field(
+                "blocks",
+                &self.chunks.iter().map(Vec::len).product::<usize>(),
+            )
+            .field("lazy", &self.expr.is_some())
             .finish()
     }
 }
@@ -387,9 +404,97 @@ impl Array {
         self.dtype
     }
 
-    /// The handles of the blocks' tasks, in row-major block order.
+    /// The handles of the blocks' tasks, in row-major block order. For an array that is a
+    /// fused elementwise expression, this adds its tasks (one `fused` call per block) on first
+    /// use.
     pub fn blocks(&self) -> &[Handle<Raw>] {
-        &self.blocks
+        self.shared_blocks()
+    }
+
+    fn shared_blocks(&self) -> &Arc<Vec<Handle<Raw>>> {
+        self.blocks.get_or_init(|| {
+            let expr = self.expr.as_ref().expect("an array without blocks is lazy");
+            Arc::new(self.materialize(expr))
+        })
+    }
+
+    /// Whether the array is a fused elementwise expression whose tasks are not added yet.
+    pub fn is_lazy(&self) -> bool {
+        self.expr.is_some() && self.blocks.get().is_none()
+    }
+
+    /// Whether operations on this array join a fused expression.
+    fn fuses(&self) -> bool {
+        self.ctx.inner.fusion && self.dtype == DType::F64
+    }
+
+    /// An array whose blocks are `blocks`.
+    fn ready(
+        ctx: ArrayContext,
+        shape: Vec<usize>,
+        chunks: Vec<Vec<usize>>,
+        dtype: DType,
+        blocks: Vec<Handle<Raw>>,
+    ) -> Array {
+        debug_assert_eq!(blocks.len(), chunks.iter().map(Vec::len).product::<usize>());
+        Array {
+            ctx,
+            shape,
+            chunks,
+            dtype,
+            blocks: Arc::new(OnceLock::from(Arc::new(blocks))),
+            expr: None,
+        }
+    }
+
+    /// A float64 array that is the lazy expression `expr`.
+    fn lazy(&self, shape: Vec<usize>, chunks: Vec<Vec<usize>>, expr: Expr) -> Array {
+        Array {
+            ctx: self.ctx.clone(),
+            shape,
+            chunks,
+            dtype: DType::F64,
+            blocks: Arc::new(OnceLock::new()),
+            expr: Some(Arc::new(expr)),
+        }
+    }
+
+    /// The array as an expression: its own if it is lazy, else one leaf.
+    fn as_expr(&self) -> Expr {
+        match &self.expr {
+            Some(e) => (**e).clone(),
+            None => Expr::leaf(self.shared_blocks().clone(), &self.chunks),
+        }
+    }
+
+    /// The array as one leaf (materialising a lazy array).
+    fn as_leaf(&self) -> Expr {
+        Expr::leaf(self.shared_blocks().clone(), &self.chunks)
+    }
+
+    /// Adds the tasks of a lazy expression: one `fused` call per block (a plain `transpose`
+    /// for the transpose of one 2-D array; none for an array read as it is).
+    fn materialize(&self, expr: &Expr) -> Vec<Handle<Raw>> {
+        let leaf = &expr.leaves[0];
+        if expr.is_identity() {
+            return leaf.blocks.to_vec();
+        }
+        let ndim = self.ndim();
+        let program = expr.program(ndim, FusedReduce::None, &vec![false; ndim]);
+        grid_indices(&self.chunks)
+            .iter()
+            .map(|out| {
+                if expr.is_transpose() {
+                    return self.ctx.call("transpose", &[Arg::Block(leaf.block(out))]);
+                }
+                let mut args = vec![
+                    Arg::Lit(program.clone()),
+                    Arg::Lit(chunk::spec(DType::F64, &block_shape(&self.chunks, out))),
+                ];
+                args.extend(expr.leaves.iter().map(|l| Arg::Block(l.block(out))));
+                self.ctx.call("fused", &args)
+            })
+            .collect()
     }
 
     /// The context the array was made in.
@@ -404,14 +509,7 @@ impl Array {
         dtype: DType,
         blocks: Vec<Handle<Raw>>,
     ) -> Array {
-        debug_assert_eq!(blocks.len(), chunks.iter().map(Vec::len).product::<usize>());
-        Array {
-            ctx: self.ctx.clone(),
-            shape,
-            chunks,
-            dtype,
-            blocks,
-        }
+        Array::ready(self.ctx.clone(), shape, chunks, dtype, blocks)
     }
 
     fn map_blocks(&self, dtype: DType, f: impl Fn(&Handle<Raw>) -> Handle<Raw>) -> Array {
@@ -419,7 +517,7 @@ impl Array {
             self.shape.clone(),
             self.chunks.clone(),
             dtype,
-            self.blocks.iter().map(f).collect(),
+            self.blocks().iter().map(f).collect(),
         )
     }
 
@@ -494,12 +592,22 @@ impl Array {
                 }
                 flat
             };
+        if self.fuses() {
+            // Fused: no task yet, the operation joins a lazy expression.
+            let (a, b) = (self.as_expr().padded(pa), other.as_expr().padded(pb));
+            let expr = Expr::binary(&a, &b, op).unwrap_or_else(|| {
+                let (a, b) = (self.as_leaf().padded(pa), other.as_leaf().padded(pb));
+                Expr::binary(&a, &b, op).expect("two leaves fit one call")
+            });
+            return Ok(self.lazy(shape, chunks, expr));
+        }
         let name = op.kernel();
+        let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
         let blocks = grid_indices(&chunks)
             .iter()
             .map(|out| {
-                let a = &self.blocks[index_in(out, &stretch_a, pa, &self.chunks)];
-                let b = &other.blocks[index_in(out, &stretch_b, pb, &other.chunks)];
+                let a = &a_blocks[index_in(out, &stretch_a, pa, &self.chunks)];
+                let b = &b_blocks[index_in(out, &stretch_b, pb, &other.chunks)];
                 self.ctx.call(name, &[Arg::Block(a), Arg::Block(b)])
             })
             .collect();
@@ -508,6 +616,14 @@ impl Array {
 
     /// `op(self, value)` elementwise, or `op(value, self)` when `scalar_left`.
     pub fn scalar(&self, op: BinaryOp, value: f64, scalar_left: bool) -> Array {
+        if self.fuses() {
+            let expr = self
+                .as_expr()
+                .scalar(op, value, scalar_left)
+                .or_else(|| self.as_leaf().scalar(op, value, scalar_left))
+                .expect("a leaf and a number fit one call");
+            return self.lazy(self.shape.clone(), self.chunks.clone(), expr);
+        }
         let lit = match self.dtype {
             DType::F64 => chunk::scalar_f64(value),
             DType::F32 => {
@@ -529,6 +645,10 @@ impl Array {
 
     /// `op(self)` elementwise.
     pub fn unary(&self, op: UnaryOp) -> Array {
+        if self.fuses() {
+            let expr = self.as_expr().unary(op);
+            return self.lazy(self.shape.clone(), self.chunks.clone(), expr);
+        }
         self.map_blocks(self.dtype, |b| self.ctx.call(op.kernel(), &[Arg::Block(b)]))
     }
 
@@ -572,13 +692,18 @@ impl Array {
         }
         let shape: Vec<usize> = self.shape.iter().rev().copied().collect();
         let chunks: Vec<Vec<usize>> = self.chunks.iter().rev().cloned().collect();
+        if self.fuses() {
+            // Fused: the transpose is a way of reading the blocks, not a task.
+            return self.lazy(shape, chunks, self.as_expr().transposed());
+        }
+        let own = self.blocks();
         let blocks = grid_indices(&chunks)
             .iter()
             .map(|out| {
                 let src: Vec<usize> = out.iter().rev().copied().collect();
                 self.ctx.call(
                     "transpose",
-                    &[Arg::Block(&self.blocks[flat_index(&self.chunks, &src)])],
+                    &[Arg::Block(&own[flat_index(&self.chunks, &src)])],
                 )
             })
             .collect();
@@ -628,12 +753,35 @@ impl Array {
         // Group the blocks' partial results by the output block they reduce into.
         let mut groups: Vec<Vec<Handle<Raw>>> =
             vec![Vec::new(); chunks.iter().map(Vec::len).product()];
-        for (index, block) in grid_indices(&src.chunks).iter().zip(&src.blocks) {
-            let out: Vec<usize> = keep.iter().map(|&a| index[a]).collect();
-            let p = self
-                .ctx
-                .call(partial, &[Arg::Block(block), Arg::Lit(axes_lit.clone())]);
-            groups[flat_index(&chunks, &out)].push(p);
+        match src.expr.as_ref().filter(|_| src.is_lazy()) {
+            Some(expr) => {
+                // Fused: each block's call evaluates the expression and emits only its partial.
+                let kind = match what {
+                    Reduction::Sum | Reduction::Mean => FusedReduce::Sum,
+                    Reduction::Min => FusedReduce::Min,
+                    Reduction::Max => FusedReduce::Max,
+                    Reduction::Var(_) | Reduction::Std(_) => FusedReduce::Moments,
+                };
+                let program = expr.program(ndim, kind, &mask);
+                for index in grid_indices(&src.chunks) {
+                    let out: Vec<usize> = keep.iter().map(|&a| index[a]).collect();
+                    let mut args = vec![
+                        Arg::Lit(program.clone()),
+                        Arg::Lit(chunk::spec(DType::F64, &block_shape(&src.chunks, &index))),
+                    ];
+                    args.extend(expr.leaves.iter().map(|l| Arg::Block(l.block(&index))));
+                    groups[flat_index(&chunks, &out)].push(self.ctx.call("fused", &args));
+                }
+            }
+            None => {
+                for (index, block) in grid_indices(&src.chunks).iter().zip(src.blocks()) {
+                    let out: Vec<usize> = keep.iter().map(|&a| index[a]).collect();
+                    let p = self
+                        .ctx
+                        .call(partial, &[Arg::Block(block), Arg::Lit(axes_lit.clone())]);
+                    groups[flat_index(&chunks, &out)].push(p);
+                }
+            }
         }
         let fan_in = self.ctx.inner.fan_in;
         let blocks = grid_indices(&chunks)
@@ -778,8 +926,9 @@ impl Array {
     }
 
     /// The matrix product of two 2-D arrays. The chunks of `self`'s columns must equal those
-    /// of `other`'s rows. Output block `(i, j)` is a chain `matmul(A[i,0], B[0,j])`,
-    /// `matmul_acc(c, A[i,1], B[1,j])`, ...
+    /// of `other`'s rows. Output block `(i, j)` is `sum_p A[i,p] . B[p,j]`, computed by
+    /// `matmul_sum` tasks that each fold up to [`MAX_MATMUL_GROUP`] block products (as many as
+    /// fit in [`MATMUL_TASK_BYTES`]), chained when the contraction has more blocks.
     pub fn try_dot(&self, other: &Array) -> Result<Array, ArrayError> {
         if self.ndim() != 2 || other.ndim() != 2 {
             return Err(ArrayError::Shape(format!(
@@ -807,21 +956,30 @@ impl Array {
             self.chunks[1].len(),
             other.chunks[1].len(),
         );
+        let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
+        let first = |c: &[Vec<usize>], axis: usize| c[axis].first().copied().unwrap_or(1).max(1);
+        let pair_bytes = (first(&self.chunks, 0) * first(&self.chunks, 1)
+            + first(&other.chunks, 0) * first(&other.chunks, 1))
+            * self.dtype.size();
+        let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
         let mut blocks = Vec::with_capacity(mi * nj);
         for i in 0..mi {
             for j in 0..nj {
-                let a = |p: usize| &self.blocks[i * kk + p];
-                let b = |p: usize| &other.blocks[p * nj + j];
-                let mut c = self
-                    .ctx
-                    .call("matmul", &[Arg::Block(a(0)), Arg::Block(b(0))]);
-                for p in 1..kk {
-                    c = self.ctx.call(
-                        "matmul_acc",
-                        &[Arg::Block(&c), Arg::Block(a(p)), Arg::Block(b(p))],
-                    );
+                // c = sum over p of A[i, p] . B[p, j], `group` products per task.
+                let spec = chunk::spec(self.dtype, &[self.chunks[0][i], other.chunks[1][j]]);
+                let mut c: Option<Handle<Raw>> = None;
+                for start in (0..kk).step_by(group) {
+                    let mut args = vec![match &c {
+                        Some(c) => Arg::Block(c),
+                        None => Arg::Lit(spec.clone()),
+                    }];
+                    for p in start..(start + group).min(kk) {
+                        args.push(Arg::Block(&a_blocks[i * kk + p]));
+                        args.push(Arg::Block(&b_blocks[p * nj + j]));
+                    }
+                    c = Some(self.ctx.call("matmul_sum", &args));
                 }
-                blocks.push(c);
+                blocks.push(c.expect("at least one contraction block"));
             }
         }
         let shape = vec![self.shape[0], other.shape[1]];
@@ -882,6 +1040,7 @@ impl Array {
             .map(|p| p.iter().map(|x| x.2).collect())
             .collect();
         let shape: Vec<usize> = chunks.iter().map(|c| c.iter().sum()).collect();
+        let own = self.blocks();
         let blocks = grid_indices(&chunks)
             .iter()
             .map(|out| {
@@ -890,7 +1049,7 @@ impl Array {
                     .enumerate()
                     .map(|(a, &o)| pieces[a][o].0)
                     .collect();
-                let block = &self.blocks[flat_index(&self.chunks, &src)];
+                let block = &own[flat_index(&self.chunks, &src)];
                 let whole = out.iter().enumerate().all(|(a, &o)| {
                     let (b, s, len) = pieces[a][o];
                     s == 0 && len == self.chunks[a][b]
@@ -951,7 +1110,7 @@ impl Array {
 
     /// Runs the array's tasks and assembles the result as a float64 ndarray.
     pub async fn compute(&self) -> Result<ArrayD<f64>, ArrayError> {
-        let parts = self.ctx.inner.client.compute_all(&self.blocks).await?;
+        let parts = self.ctx.inner.client.compute_all(self.blocks()).await?;
         if let ([part], []) = (parts.as_slice(), self.shape.as_slice()) {
             return chunk::decode_f64(part);
         }

@@ -24,10 +24,12 @@
 mod array;
 pub mod chunk;
 mod error;
+mod fuse;
 mod ops;
 
 pub use array::{
-    Array, ArrayContext, BinaryOp, DEFAULT_FAN_IN, Reduction, UnaryOp, normalize_chunks,
+    Array, ArrayContext, BinaryOp, DEFAULT_FAN_IN, MATMUL_TASK_BYTES, MAX_MATMUL_GROUP, Reduction,
+    UnaryOp, normalize_chunks,
 };
 pub use chunk::DType;
 pub use error::ArrayError;

@@ -245,3 +245,179 @@ async fn creation_dot_and_the_seed_expressions() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Chains of elementwise operations, transposes and broadcasts are fused into one kernel call
+/// per block (and into the first stage of a following reduction); compared with ndarray for
+/// square and rectangular shapes with uneven last blocks, and with fusion turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fused_expressions_match_ndarray() -> Result<()> {
+    let client = LocalCluster::builder().workers(2).slots(1).client().await?;
+    for fusion in [true, false] {
+        let da = ArrayContext::with_options(&client, 3, fusion).await?;
+        for &(n, c) in &[(12usize, 5usize), (9, 9), (10, 3)] {
+            let label = |op: &str| format!("{op} on {n}x{n} in {c}x{c}, fusion {fusion}");
+            let (xv, yv) = (data(&[n, n], 11), data(&[n, n], 12));
+            let x = da.from_ndarray(&xv, &[c, c]);
+            let y = da.from_ndarray(&yv, &[c, c]);
+            let mean0 = xv.mean_axis(Axis(0)).expect("non-empty");
+            let seed1 = &xv + &xv.t() - &mean0;
+            let e = &x + &x.t() - &x.mean_axis(0);
+            check(&label("x + x.T - x.mean(axis=0)"), &e, seed1.clone()).await?;
+            check(
+                &label("(x + x.T - x.mean(axis=0)).sum()"),
+                &e.sum(),
+                scalar(seed1.sum()),
+            )
+            .await?;
+            if fusion {
+                // The expression itself adds no task until it is computed or reduced.
+                let before = da.task_count();
+                let lazy = (&x + &x.t()) * 2.0 - &y;
+                assert!(lazy.is_lazy());
+                assert_eq!(da.task_count(), before);
+            }
+            let chain = ((&x + 1.0) * &y.t() - 2.0 / &x).abs().sqrt() - &x.mean_axis(1);
+            let chain_v = ((&xv + 1.0) * &yv.t() - xv.mapv(|v| 2.0 / v)).mapv(|v| v.abs().sqrt())
+                - &xv
+                    .mean_axis(Axis(1))
+                    .expect("non-empty")
+                    .insert_axis(Axis(0));
+            check(&label("chain"), &chain, chain_v.clone()).await?;
+            check(
+                &label("chain.sum(axis=0)"),
+                &chain.sum_axis(0),
+                chain_v.sum_axis(Axis(0)),
+            )
+            .await?;
+            check(
+                &label("chain.sum(axis=1)"),
+                &chain.sum_axis(1),
+                chain_v.sum_axis(Axis(1)),
+            )
+            .await?;
+            check(
+                &label("chain.max(axis=1)"),
+                &chain.max_axis(1),
+                fold(&chain_v, Some(1), f64::NEG_INFINITY, f64::max),
+            )
+            .await?;
+            check(
+                &label("chain.min()"),
+                &chain.min(),
+                fold(&chain_v, None, f64::INFINITY, f64::min),
+            )
+            .await?;
+            check(
+                &label("chain.mean(axis=0)"),
+                &chain.mean_axis(0),
+                chain_v.mean_axis(Axis(0)).expect("non-empty"),
+            )
+            .await?;
+            check(
+                &label("chain.std()"),
+                &chain.std(),
+                population_var(&chain_v, None).mapv(f64::sqrt),
+            )
+            .await?;
+            check(
+                &label("chain.var(axis=0)"),
+                &chain.var_axis(0),
+                population_var(&chain_v, Some(0)),
+            )
+            .await?;
+            check(
+                &label("chain.T.var(axis=1)"),
+                &chain.t().var_axis(1),
+                population_var(&chain_v.t().to_owned(), Some(1)),
+            )
+            .await?;
+            // The seed's second expression, small: a fused operand of dot, then a fused
+            // epilogue under std.
+            let x2 = xv.clone().into_dimensionality::<ndarray::Ix2>()?;
+            let dot = x2.dot(&(&x2.t() + 1.0)).into_dyn();
+            let centred = dot.mapv(|v| v - xv.mean().expect("non-empty"));
+            check(
+                &label("x.dot(x.T + 1)"),
+                &x.dot(&(x.t() + 1.0)),
+                dot.clone(),
+            )
+            .await?;
+            check(
+                &label("(x.dot(x.T + 1) - x.mean()).std()"),
+                &(x.dot(&(x.t() + 1.0)) - x.mean()).std(),
+                scalar(centred.std(0.0)),
+            )
+            .await?;
+            // A 1-D vector broadcast against a transposed rectangle, and a 3-D transpose.
+            let r = da.from_ndarray(&data(&[n], 13), &[c]);
+            let rect = da.from_ndarray(&data(&[n, 4], 14), &[c, 3]);
+            let want = &data(&[n, 4], 14).t() * &data(&[n], 13);
+            check(&label("rect.T * r"), &(&rect.t() * &r), want.clone()).await?;
+            check(
+                &label("(rect.T * r).sum(axis=1)"),
+                &(&rect.t() * &r).sum_axis(1),
+                want.sum_axis(Axis(1)),
+            )
+            .await?;
+        }
+        let cube_v = data(&[3, 4, 5], 15);
+        let cube = da.from_ndarray(&cube_v, &[2, 3, 2]);
+        let want = cube_v.mapv(|v| v * 2.0);
+        check("cube + cube.T.T", &(&cube + &cube.t().t()), want.clone()).await?;
+        check(
+            "(cube.T - 1).sum(axis=1)",
+            &(cube.t() - 1.0).sum_axis(1),
+            (cube_v.t().to_owned() - 1.0).sum_axis(Axis(1)),
+        )
+        .await?;
+        // Past the limits of one call (deep or wide expressions), parts are materialised.
+        let x = da.from_ndarray(&data(&[6, 6], 16), &[4, 4]);
+        let xv = data(&[6, 6], 16);
+        let mut deep = x.clone();
+        let mut deep_v = xv.clone();
+        for i in 0..14 {
+            deep = &x - &(&deep * 0.5 + i as f64);
+            deep_v = &xv - &(deep_v.mapv(|v| v * 0.5 + i as f64));
+        }
+        check("deep expression", &deep, deep_v.clone()).await?;
+        check("deep expression sum", &deep.sum(), scalar(deep_v.sum())).await?;
+        let mut wide = da.zeros(&[6, 6], &[4, 4]);
+        let mut wide_v = ArrayD::<f64>::zeros(IxDyn(&[6, 6]));
+        for i in 0..20 {
+            let v = data(&[6, 6], 100 + i);
+            wide = wide + da.from_ndarray(&v, &[4, 4]);
+            wide_v = wide_v + v;
+        }
+        check("wide expression", &wide, wide_v.clone()).await?;
+    }
+    Ok(())
+}
+
+/// The number of tasks of the seed's two at-scale expressions, with and without fusion (graph
+/// building only, nothing runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_cuts_the_task_count_of_the_seed_expressions() -> Result<()> {
+    let client = LocalCluster::builder().workers(1).slots(1).client().await?;
+    let mut counts = Vec::new();
+    for fusion in [false, true] {
+        let da =
+            ArrayContext::with_options(&client, taskhost_array::DEFAULT_FAN_IN, fusion).await?;
+        let x = da.random(&[20000, 20000], &[1000, 1000], 42);
+        let start = da.task_count();
+        let first = (&x + &x.t() - &x.mean_axis(0)).sum();
+        first.blocks();
+        let first_tasks = da.task_count() - start;
+        let x = da.random(&[8000, 8000], &[1000, 1000], 43);
+        let start = da.task_count();
+        let second = (x.dot(&(x.t() + 1.0)) - x.mean()).std();
+        second.blocks();
+        let second_tasks = da.task_count() - start;
+        eprintln!(
+            "fusion {fusion}: expression 1: {first_tasks} tasks, expression 2: {second_tasks} tasks (random blocks excluded)"
+        );
+        counts.push((first_tasks, second_tasks));
+    }
+    assert!(counts[1].0 * 2 < counts[0].0, "{counts:?}");
+    assert!(counts[1].1 + 64 < counts[0].1, "{counts:?}");
+    Ok(())
+}

@@ -15,8 +15,15 @@ struct Kernels {
 
 impl Kernels {
     fn new() -> Result<Self> {
+        Self::with_fuel(true)
+    }
+
+    /// `fuel_metering`: whether fuel metering is compiled in (the workers' default is on).
+    fn with_fuel(fuel_metering: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let runtime = Runtime::new(RuntimeConfig::new(dir.path()))?;
+        let mut config = RuntimeConfig::new(dir.path());
+        config.fuel_metering = fuel_metering;
+        let runtime = Runtime::new(config)?;
         // TASKHOST_KERNELS_WASM swaps in another build (e.g. without SIMD) for the timings.
         let bytes = match std::env::var("TASKHOST_KERNELS_WASM") {
             Ok(path) => std::fs::read(path)?,
@@ -155,21 +162,45 @@ fn kernels_match_ndarray_through_the_runtime() -> Result<()> {
     Ok(())
 }
 
-/// Prints the time of each kernel on 1000 x 1000 float64 blocks (median of five runs):
+/// A fused program (see `examples/guests/kernels/src/fused.rs`): version, inputs, ndim,
+/// reduction, mask, one map per input, instructions.
+fn program(ndim: usize, reduce: i64, mask: i64, maps: &[&[i64]], code: &[i64]) -> Vec<u8> {
+    let mut words = vec![1, maps.len() as i64, ndim as i64, reduce, mask];
+    for m in maps {
+        words.extend_from_slice(m);
+    }
+    words.extend_from_slice(code);
+    chunk::i64s(&[words.len()], &words)
+}
+
+/// Prints the time of each kernel on 1000 x 1000 float64 blocks (median of five runs), with
+/// fuel metering compiled in (as on workers) and without:
 /// `cargo test -p taskhost-array --release --test kernels_runtime -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn kernel_timings() -> Result<()> {
-    let k = Kernels::new()?;
+    let fuel = Kernels::with_fuel(true)?;
+    let nofuel = Kernels::with_fuel(false)?;
+    let k = &fuel;
     let n = 1000;
-    let (xb, _) = random(&k, &[n, n], 1)?;
-    let (yb, _) = random(&k, &[n, n], 2)?;
+    let (xb, _) = random(k, &[n, n], 1)?;
+    let (yb, _) = random(k, &[n, n], 2)?;
     let row = k.call("sum", &[&xb, &chunk::i64s(&[1], &[0])])?;
     let spec = chunk::spec(DType::F64, &[n, n]);
     let seed = chunk::scalar_i64(3);
     let axes0 = chunk::i64s(&[1], &[0]);
     let axes_all = chunk::i64s(&[2], &[0, 1]);
     let one = chunk::scalar_f64(1.0);
+    // x + x.T - row, and its sum: the seed's first expression, per block.
+    let maps: &[&[i64]] = &[&[0, 1], &[1, 0], &[-1, 0]];
+    let code = [1, 0, 1, 1, 10, 1, 2, 11];
+    let row1 = chunk::encode_f64(&chunk::decode_f64(&row)?.into_shape_with_order(IxDyn(&[n]))?);
+    let fused_map = program(2, 0, 0, maps, &code);
+    let fused_sum = program(2, 1, 3, maps, &code);
+    // x.T + 1 (the matmul's B operand) and moments(x - m).
+    let plus = program(2, 0, 0, &[&[1, 0]], &[2, 1f64.to_bits() as i64, 1, 0, 10]);
+    let centred = program(2, 4, 3, &[&[0, 1], &[-1, -1]], &[1, 0, 1, 1, 11]);
+    let pairs: Vec<&[u8]> = vec![&spec, &xb, &yb, &yb, &xb];
     let cases: Vec<(&str, &str, Vec<&[u8]>)> = vec![
         ("echo-sized noop: ones", "ones", vec![&spec]),
         ("random", "random", vec![&spec, &seed]),
@@ -180,18 +211,40 @@ fn kernel_timings() -> Result<()> {
         ("sum all", "sum", vec![&xb, &axes_all]),
         ("sum axis 0", "sum", vec![&xb, &axes0]),
         ("moments all", "moments", vec![&xb, &axes_all]),
+        (
+            "fused x+x.T-r",
+            "fused",
+            vec![&fused_map, &spec, &xb, &xb, &row1],
+        ),
+        (
+            "fused sum(x+x.T-r)",
+            "fused",
+            vec![&fused_sum, &spec, &xb, &xb, &row1],
+        ),
+        ("fused x.T+1", "fused", vec![&plus, &spec, &xb]),
+        (
+            "fused moments(x-m)",
+            "fused",
+            vec![&centred, &spec, &xb, &one],
+        ),
         ("matmul", "matmul", vec![&xb, &yb]),
+        ("matmul_sum 2 pairs", "matmul_sum", pairs),
     ];
+    println!("{:>24}  {:>11}  {:>11}", "kernel", "fuel", "no fuel");
     for (label, name, args) in cases {
-        let runs = if name == "matmul" { 2 } else { 5 };
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let start = Instant::now();
-            k.call(name, &args)?;
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+        let runs = if name.starts_with("matmul") { 2 } else { 5 };
+        let mut medians = Vec::new();
+        for k in [&fuel, &nofuel] {
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let start = Instant::now();
+                k.call(name, &args)?;
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            medians.push(times[times.len() / 2]);
         }
-        times.sort_by(f64::total_cmp);
-        println!("{label:>24}: {:8.2} ms", times[times.len() / 2]);
+        println!("{label:>24}: {:8.2} ms  {:8.2} ms", medians[0], medians[1]);
     }
     Ok(())
 }

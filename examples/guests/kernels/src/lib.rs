@@ -17,6 +17,7 @@
 
 pub mod chunk;
 pub mod elem;
+pub mod fused;
 pub mod matmul;
 pub mod ops;
 pub mod reduce;
@@ -99,6 +100,8 @@ kernels! {
     "std_finalize" (spec, moments, ddof) Exact(3), "The square root of the variance from moments, shaped as the spec.";
     "matmul" (a, b) Exact(2), "The product of 2-D blocks a (m x k) and b (k x n).";
     "matmul_acc" (c, a, b) Exact(3), "c + a . b for 2-D blocks.";
+    "matmul_sum" (c_or_spec, a1, b1, a2, b2...) AtLeast(3), "c + a1 . b1 + a2 . b2 + ... for 2-D blocks (a spec for c: start from zeros).";
+    "fused" (program, spec, inputs...) AtLeast(2), "An elementwise expression over inputs (transposed, broadcast) and optionally a reduction of it, in one pass (see fused.rs).";
 }
 
 /// Why a call failed.
@@ -184,6 +187,14 @@ pub fn call(name: &str, args: Vec<Vec<u8>>) -> Result<Vec<u8>, CallError> {
         "std_finalize" => reduce::moments_finalize(Moment::Std, &next(), &next(), &next()),
         "matmul" => matmul::matmul(&next(), &next()),
         "matmul_acc" => matmul::matmul_acc(next(), &next(), &next()),
+        "matmul_sum" => {
+            let c = next();
+            matmul::matmul_sum(c, it.collect())
+        }
+        "fused" => {
+            let (program, spec) = (next(), next());
+            fused::fused(&program, &spec, it.collect())
+        }
         other => unreachable!("kernel {other} is listed but not dispatched"),
     };
     Ok(out?)

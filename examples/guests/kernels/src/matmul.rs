@@ -1,10 +1,10 @@
 //! Matrix products of 2-D blocks: `matmul(a, b)` and the accumulating `matmul_acc(c, a, b)`.
 //!
-//! float64 uses a packed, cache-blocked product with a 4 x 4 register tile of two-lane vectors
+//! float64 uses a packed, cache-blocked product with a 6 x 4 register tile of two-lane vectors
 //! (WebAssembly SIMD in the guest build); float32 and int64 use a plain row-times-row loop.
 
 use crate::bail;
-use crate::chunk::{DType, Meta, Result, parse};
+use crate::chunk::{DType, Meta, Result, parse, parse_spec};
 use crate::elem::Elem;
 use crate::with_dtype;
 
@@ -67,10 +67,10 @@ mod lanes {
 
 use lanes::V;
 
-const MR: usize = 4;
+const MR: usize = 6;
 const NR: usize = 4;
 const KC: usize = 256;
-const MC: usize = 128;
+const MC: usize = 120;
 const NC: usize = 1024;
 
 fn dims(a: &Meta, b: &Meta) -> Result<(usize, usize, usize)> {
@@ -129,6 +129,49 @@ pub fn matmul_acc(mut c: Vec<u8>, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
     Ok(c)
 }
 
+/// `matmul_sum(c, a1, b1, a2, b2, ...)`: `c + a1 . b1 + a2 . b2 + ...`, written into `c`'s
+/// buffer; `c` may be a spec (a header without data): the sum then starts from zeros. One
+/// task accumulates a whole row-times-column of blocks instead of a chain of `matmul_acc`.
+pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        bail!(
+            "matmul_sum takes c and pairs of blocks, got {} blocks after c",
+            pairs.len()
+        );
+    }
+    let spec = parse_spec(&c, "c")?;
+    let mut c = if c.len() == spec.header_len() {
+        spec.zeroed()
+    } else {
+        c
+    };
+    let (mc, cat) = parse(&c, "c")?;
+    for pair in pairs.chunks_exact(2) {
+        let (ma, aat) = parse(&pair[0], "a")?;
+        let (mb, bat) = parse(&pair[1], "b")?;
+        let (m, k, n) = dims(&ma, &mb)?;
+        if mc.shape != [m, n] || mc.dtype != ma.dtype {
+            bail!(
+                "matmul_sum: c has shape {:?} ({}), a product {:?} ({})",
+                mc.shape,
+                mc.dtype.name(),
+                [m, n],
+                ma.dtype.name()
+            );
+        }
+        gemm(
+            ma.dtype,
+            &mut c[cat..],
+            &pair[0][aat..],
+            &pair[1][bat..],
+            m,
+            k,
+            n,
+        );
+    }
+    Ok(c)
+}
+
 fn gemm(dtype: DType, c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
     match dtype {
         DType::F64 => gemm_f64(c, a, b, m, k, n),
@@ -158,8 +201,8 @@ fn gemm_plain<T: Elem>(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: 
 }
 
 /// `c += a . b` in float64: B is packed in panels of `KC x NC` as strips of `NR` columns (two
-/// vectors per row of a strip), A in blocks of `MC x KC` as strips of `MR` rows, and a 4 x 4
-/// tile of C is accumulated in eight vector registers.
+/// vectors per row of a strip), A in blocks of `MC x KC` as strips of `MR` rows, and a 6 x 4
+/// tile of C is accumulated in twelve vector registers.
 #[cfg_attr(
     all(target_arch = "wasm32", not(feature = "scalar")),
     target_feature(enable = "simd128")
@@ -247,9 +290,12 @@ fn pack_a(out: &mut Vec<f64>, a: &[u8], k: usize, ic: usize, mc: usize, pc: usiz
     target_feature(enable = "simd128,relaxed-simd")
 )]
 fn micro(a: &[f64], b: &[V], kc: usize) -> [[V; 2]; MR] {
+    // Twelve accumulators, two B vectors and one broadcast A value: 15 of the 16 vector
+    // registers of x86-64 (what Cranelift allocates from).
     let z = lanes::splat(0.0);
     let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
     let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
+    let (mut c40, mut c41, mut c50, mut c51) = (z, z, z, z);
     for (bp, ap) in b.chunks_exact(2).zip(a.chunks_exact(MR)).take(kc) {
         let (b0, b1) = (bp[0], bp[1]);
         let x = lanes::splat(ap[0]);
@@ -264,6 +310,19 @@ fn micro(a: &[f64], b: &[V], kc: usize) -> [[V; 2]; MR] {
         let x = lanes::splat(ap[3]);
         c30 = lanes::mul_add(x, b0, c30);
         c31 = lanes::mul_add(x, b1, c31);
+        let x = lanes::splat(ap[4]);
+        c40 = lanes::mul_add(x, b0, c40);
+        c41 = lanes::mul_add(x, b1, c41);
+        let x = lanes::splat(ap[5]);
+        c50 = lanes::mul_add(x, b0, c50);
+        c51 = lanes::mul_add(x, b1, c51);
     }
-    [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
+    [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ]
 }

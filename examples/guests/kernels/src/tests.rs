@@ -316,3 +316,258 @@ fn unknown_names_and_arity() {
         matches!(call("add", vec![vec![1], vec![2]]), Err(CallError::InvalidInput(m)) if m.contains("too short"))
     );
 }
+
+#[test]
+fn matmul_sum_accumulates_pairs() {
+    let (m, k1, k2, n) = (13, 7, 300, 11);
+    let (a1, a1v) = f64s(&[m, k1], 30);
+    let (b1, b1v) = f64s(&[k1, n], 31);
+    let (a2, a2v) = f64s(&[m, k2], 32);
+    let (b2, b2v) = f64s(&[k2, n], 33);
+    let mut want = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k1)
+                .map(|p| a1v[i * k1 + p] * b1v[p * n + j])
+                .sum::<f64>()
+                + (0..k2)
+                    .map(|p| a2v[i * k2 + p] * b2v[p * n + j])
+                    .sum::<f64>();
+        }
+    }
+    let pairs = vec![a1.clone(), b1.clone(), a2, b2];
+    let mut args = vec![spec(DType::F64, &[m, n])];
+    args.extend(pairs.clone());
+    let (shape, got) = run("matmul_sum", args);
+    assert_eq!(shape, vec![m, n]);
+    close(&got, &want);
+    let (c, cv) = f64s(&[m, n], 34);
+    let mut args = vec![c];
+    args.extend(pairs);
+    let (_, got) = run("matmul_sum", args);
+    let plus: Vec<f64> = want.iter().zip(&cv).map(|(w, c)| w + c).collect();
+    close(&got, &plus);
+    assert!(
+        call(
+            "matmul_sum",
+            vec![spec(DType::F64, &[m, n]), a1.clone(), b1.clone(), a1.clone()]
+        )
+        .is_err()
+    );
+    assert!(call("matmul_sum", vec![spec(DType::F64, &[m, m]), a1, b1]).is_err());
+}
+
+/// A fused program: header, maps, then instructions.
+fn program(ndim: usize, reduce: i64, mask: i64, maps: &[&[i64]], code: &[i64]) -> Vec<u8> {
+    let mut words = vec![1, maps.len() as i64, ndim as i64, reduce, mask];
+    for m in maps {
+        words.extend_from_slice(m);
+    }
+    words.extend_from_slice(code);
+    from_i64(&[words.len()], &words)
+}
+
+#[test]
+fn fused_elementwise_transpose_and_broadcast() {
+    // x + x.T - row, on square blocks of several sizes (tiles cut at the edges).
+    for n in [1, 5, 13, 70, 130] {
+        let (x, xv) = f64s(&[n, n], 40);
+        let (row, rv) = f64s(&[1, n], 41);
+        let prog = program(
+            2,
+            0,
+            0,
+            &[&[0, 1], &[1, 0], &[0, 1]],
+            &[1, 0, 1, 1, 10, 1, 2, 11],
+        );
+        let (shape, got) = run(
+            "fused",
+            vec![
+                prog,
+                spec(DType::F64, &[n, n]),
+                x.clone(),
+                x.clone(),
+                row.clone(),
+            ],
+        );
+        assert_eq!(shape, vec![n, n]);
+        let want: Vec<f64> = (0..n * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                xv[i * n + j] + xv[j * n + i] - rv[j]
+            })
+            .collect();
+        close(&got, &want);
+        // The same, reduced: all axes, axis 0, axis 1; sum, min, max and moments.
+        let all: f64 = want.iter().sum();
+        for (reduce, mask, want_shape) in [
+            (1, 3, vec![1, 1]),
+            (1, 1, vec![1, n]),
+            (1, 2, vec![n, 1]),
+            (4, 3, vec![3, 1, 1]),
+            (4, 1, vec![3, 1, n]),
+            (4, 2, vec![3, n, 1]),
+            (2, 3, vec![1, 1]),
+            (3, 1, vec![1, n]),
+        ] {
+            let prog = program(
+                2,
+                reduce,
+                mask,
+                &[&[0, 1], &[1, 0], &[0, 1]],
+                &[1, 0, 1, 1, 10, 1, 2, 11],
+            );
+            let (shape, got) = run(
+                "fused",
+                vec![
+                    prog,
+                    spec(DType::F64, &[n, n]),
+                    x.clone(),
+                    x.clone(),
+                    row.clone(),
+                ],
+            );
+            assert_eq!(shape, want_shape, "reduce {reduce} mask {mask}");
+            // Reference: group the values by their kept index.
+            let groups: Vec<Vec<f64>> = match mask {
+                3 => vec![want.clone()],
+                1 => (0..n)
+                    .map(|j| (0..n).map(|i| want[i * n + j]).collect())
+                    .collect(),
+                _ => (0..n).map(|i| want[i * n..(i + 1) * n].to_vec()).collect(),
+            };
+            let expect: Vec<f64> = match reduce {
+                1 => groups.iter().map(|g| g.iter().sum()).collect(),
+                2 => groups
+                    .iter()
+                    .map(|g| g.iter().copied().fold(f64::INFINITY, f64::min))
+                    .collect(),
+                3 => groups
+                    .iter()
+                    .map(|g| g.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                    .collect(),
+                _ => {
+                    let c: Vec<f64> = groups.iter().map(|g| g.len() as f64).collect();
+                    let m: Vec<f64> = groups
+                        .iter()
+                        .map(|g| g.iter().sum::<f64>() / g.len() as f64)
+                        .collect();
+                    let q: Vec<f64> = groups
+                        .iter()
+                        .zip(&m)
+                        .map(|(g, m)| g.iter().map(|v| (v - m) * (v - m)).sum())
+                        .collect();
+                    [c, m, q].concat()
+                }
+            };
+            close(&got, &expect);
+        }
+        if n == 13 {
+            let (_, got) = run(
+                "fused",
+                vec![
+                    program(
+                        2,
+                        1,
+                        3,
+                        &[&[0, 1], &[1, 0], &[0, 1]],
+                        &[1, 0, 1, 1, 10, 1, 2, 11],
+                    ),
+                    spec(DType::F64, &[n, n]),
+                    x.clone(),
+                    x.clone(),
+                    row.clone(),
+                ],
+            );
+            assert!((got[0] - all).abs() < 1e-9);
+        }
+    }
+}
+
+#[test]
+fn fused_scalars_unary_and_outer_axes() {
+    // 3-D: (2 + x) * column - sqrt(|y|), with a 0-d scalar input and a constant.
+    let (x, xv) = f64s(&[3, 4, 5], 50);
+    let (col, cv) = f64s(&[4, 1], 51);
+    let (y, yv) = f64s(&[3, 4, 5], 52);
+    let (s, sv) = f64s(&[], 53);
+    let two = 2.0f64.to_bits() as i64;
+    let prog = program(
+        3,
+        0,
+        0,
+        &[&[0, 1, 2], &[-1, 0, 1], &[0, 1, 2], &[-1, -1, -1]],
+        &[2, two, 1, 0, 10, 1, 1, 12, 1, 2, 21, 23, 11, 1, 3, 13],
+    );
+    let (shape, got) = run(
+        "fused",
+        vec![prog, spec(DType::F64, &[3, 4, 5]), x, col, y, s],
+    );
+    assert_eq!(shape, vec![3, 4, 5]);
+    let want: Vec<f64> = (0..60)
+        .map(|e| {
+            let j = (e / 5) % 4;
+            ((2.0 + xv[e]) * cv[j] - yv[e].abs().sqrt()) / sv[0]
+        })
+        .collect();
+    close(&got, &want);
+    // 0-d and 1-d outputs.
+    let (v, vv) = f64s(&[7], 54);
+    let (_, got) = run(
+        "fused",
+        vec![
+            program(1, 1, 1, &[&[0]], &[1, 0, 22]),
+            spec(DType::F64, &[7]),
+            v,
+        ],
+    );
+    close(&got, &[vv.iter().map(|x| x * x).sum()]);
+    let (_, got) = run(
+        "fused",
+        vec![
+            program(0, 0, 0, &[&[]], &[1, 0, 20]),
+            spec(DType::F64, &[]),
+            from_f64(&[], &[2.0]),
+        ],
+    );
+    assert_eq!(got, vec![-2.0]);
+}
+
+#[test]
+fn fused_refuses_bad_programs() {
+    let (x, _) = f64s(&[2, 3], 60);
+    let sp = spec(DType::F64, &[2, 3]);
+    let bad = [
+        program(2, 0, 0, &[&[0, 1]], &[1, 0, 10]),   // underflow
+        program(2, 0, 0, &[&[0, 1]], &[1, 0, 1, 0]), // two values left
+        program(2, 0, 0, &[&[0, 1]], &[1, 1]),       // no such input
+        program(2, 0, 0, &[&[1, 0]], &[1, 0]),       // shape (2, 3) read as (3, 2)
+        program(2, 0, 0, &[&[0, 0]], &[1, 0]),       // an axis twice
+        program(2, 0, 0, &[&[0, -1]], &[1, 0]),      // axis 1 unmapped
+        program(2, 9, 0, &[&[0, 1]], &[1, 0]),       // unknown reduction
+        program(2, 0, 0, &[&[0, 1]], &[1, 0, 99]),   // unknown instruction
+        program(3, 0, 0, &[&[0, 1, -1]], &[1, 0]),   // dimensions differ from the spec
+    ];
+    for prog in bad {
+        assert!(call("fused", vec![prog, sp.clone(), x.clone()]).is_err());
+    }
+    let deep: Vec<i64> = (0..13)
+        .flat_map(|_| [1, 0])
+        .chain((0..12).map(|_| 10))
+        .collect();
+    assert!(
+        call(
+            "fused",
+            vec![program(2, 0, 0, &[&[0, 1]], &deep), sp.clone(), x.clone()]
+        )
+        .is_err()
+    );
+    let ints = from_i64(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    assert!(
+        call(
+            "fused",
+            vec![program(2, 0, 0, &[&[0, 1]], &[1, 0]), sp, ints]
+        )
+        .is_err()
+    );
+}

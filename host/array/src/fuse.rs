@@ -1,0 +1,248 @@
+//! Blockwise fusion: a lazy elementwise expression over the blocks of materialised arrays.
+//!
+//! Elementwise operations on float64 arrays (with arrays, with numbers, unary ones, transposes
+//! and broadcasts) do not add tasks; they build an [`Expr`]: the leaves (materialised arrays,
+//! each with a map of its axes onto the expression's axes) and a postfix program over them.
+//! The expression becomes tasks only when something needs its blocks: one `fused` kernel call
+//! per output block (see `examples/guests/kernels/src/fused.rs`), or, under a reduction, one
+//! call per block that evaluates the expression and emits only the block's partial result.
+
+use std::sync::Arc;
+
+use taskhost_client::{Handle, Raw};
+
+use crate::array::{BinaryOp, UnaryOp};
+use crate::chunk;
+
+/// The most leaves one fused call reads (the kernel allows more; this keeps calls small).
+pub(crate) const MAX_LEAVES: usize = 16;
+/// The deepest stack a fused program may use (the kernel allows 12).
+pub(crate) const MAX_DEPTH: usize = 10;
+
+/// What a fused call does with the values: nothing (the block) or a reduction's first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FusedReduce {
+    None = 0,
+    Sum = 1,
+    Min = 2,
+    Max = 3,
+    Moments = 4,
+}
+
+/// One instruction of a fused program.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Op {
+    Input(usize),
+    Const(f64),
+    Bin(BinaryOp),
+    Un(UnaryOp),
+}
+
+/// A materialised array read by an expression.
+#[derive(Clone)]
+pub(crate) struct Leaf {
+    /// The array's blocks, row-major over its block grid.
+    pub blocks: Arc<Vec<Handle<Raw>>>,
+    /// The array's chunks.
+    pub chunks: Vec<Vec<usize>>,
+    /// For each axis of the expression, the array's axis that runs along it (None: broadcast).
+    pub map: Vec<Option<usize>>,
+}
+
+impl Leaf {
+    fn same(&self, other: &Leaf) -> bool {
+        self.map == other.map
+            && self.chunks == other.chunks
+            && (Arc::ptr_eq(&self.blocks, &other.blocks) || self.blocks == other.blocks)
+    }
+
+    /// The leaf's block for output block `out` of the expression.
+    pub fn block(&self, out: &[usize]) -> &Handle<Raw> {
+        let mut flat = 0;
+        for (axis, c) in self.chunks.iter().enumerate() {
+            let i = match self.map.iter().position(|m| *m == Some(axis)) {
+                Some(o) if c.len() > 1 => out[o],
+                _ => 0,
+            };
+            flat = flat * c.len() + i;
+        }
+        &self.blocks[flat]
+    }
+}
+
+/// A lazy elementwise expression: leaves and a postfix program over them.
+#[derive(Clone)]
+pub(crate) struct Expr {
+    pub leaves: Vec<Leaf>,
+    pub code: Vec<Op>,
+}
+
+impl Expr {
+    /// The identity expression of a materialised array.
+    pub fn leaf(blocks: Arc<Vec<Handle<Raw>>>, chunks: &[Vec<usize>]) -> Expr {
+        Expr {
+            leaves: vec![Leaf {
+                blocks,
+                chunks: chunks.to_vec(),
+                map: (0..chunks.len()).map(Some).collect(),
+            }],
+            code: vec![Op::Input(0)],
+        }
+    }
+
+    /// The stack depth the program needs.
+    pub fn depth(&self) -> usize {
+        let (mut d, mut max) = (0usize, 0usize);
+        for op in &self.code {
+            match op {
+                Op::Input(_) | Op::Const(_) => d += 1,
+                Op::Bin(_) => d -= 1,
+                Op::Un(_) => {}
+            }
+            max = max.max(d);
+        }
+        max
+    }
+
+    /// The expression seen with `extra` new leading axes (NumPy's broadcasting pads on the left).
+    pub fn padded(mut self, extra: usize) -> Expr {
+        for leaf in &mut self.leaves {
+            let mut map = vec![None; extra];
+            map.extend_from_slice(&leaf.map);
+            leaf.map = map;
+        }
+        self
+    }
+
+    /// The expression with its axes reversed.
+    pub fn transposed(mut self) -> Expr {
+        for leaf in &mut self.leaves {
+            leaf.map.reverse();
+        }
+        self
+    }
+
+    /// `op(a, b)`, or None when the result would exceed the limits of one call.
+    pub fn binary(a: &Expr, b: &Expr, op: BinaryOp) -> Option<Expr> {
+        if a.depth().max(b.depth() + 1) > MAX_DEPTH {
+            return None;
+        }
+        let mut leaves = a.leaves.clone();
+        let mut code = a.code.clone();
+        let renumber: Vec<usize> = b
+            .leaves
+            .iter()
+            .map(|leaf| match leaves.iter().position(|l| l.same(leaf)) {
+                Some(i) => i,
+                None => {
+                    leaves.push(leaf.clone());
+                    leaves.len() - 1
+                }
+            })
+            .collect();
+        if leaves.len() > MAX_LEAVES {
+            return None;
+        }
+        code.extend(b.code.iter().map(|op| match *op {
+            Op::Input(i) => Op::Input(renumber[i]),
+            other => other,
+        }));
+        code.push(Op::Bin(op));
+        Some(Expr { leaves, code })
+    }
+
+    /// `op(self, value)`, or `op(value, self)` when `scalar_left`; None past the limits.
+    pub fn scalar(&self, op: BinaryOp, value: f64, scalar_left: bool) -> Option<Expr> {
+        if self.depth() + 1 > MAX_DEPTH {
+            return None;
+        }
+        let mut code = Vec::with_capacity(self.code.len() + 2);
+        if scalar_left {
+            code.push(Op::Const(value));
+            code.extend_from_slice(&self.code);
+        } else {
+            code.extend_from_slice(&self.code);
+            code.push(Op::Const(value));
+        }
+        code.push(Op::Bin(op));
+        Some(Expr {
+            leaves: self.leaves.clone(),
+            code,
+        })
+    }
+
+    /// `op(self)`.
+    pub fn unary(&self, op: UnaryOp) -> Expr {
+        let mut e = self.clone();
+        e.code.push(Op::Un(op));
+        e
+    }
+
+    /// Whether the expression is one leaf read as it is.
+    pub fn is_identity(&self) -> bool {
+        self.code == [Op::Input(0)]
+            && self.leaves[0]
+                .map
+                .iter()
+                .enumerate()
+                .all(|(o, m)| *m == Some(o))
+    }
+
+    /// Whether the expression is the transpose of one 2-D leaf.
+    pub fn is_transpose(&self) -> bool {
+        self.code == [Op::Input(0)] && self.leaves[0].map == [Some(1), Some(0)]
+    }
+
+    /// The program of the `fused` kernel for this expression over `ndim` axes.
+    pub fn program(&self, ndim: usize, reduce: FusedReduce, reduced: &[bool]) -> Vec<u8> {
+        let mask = reduced
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .fold(0i64, |m, (o, _)| m | 1 << o);
+        let mut words: Vec<i64> = vec![
+            1,
+            self.leaves.len() as i64,
+            ndim as i64,
+            reduce as i64,
+            mask,
+        ];
+        for leaf in &self.leaves {
+            words.extend(leaf.map.iter().map(|m| m.map_or(-1, |a| a as i64)));
+        }
+        for op in &self.code {
+            match *op {
+                Op::Input(i) => words.extend([1, i as i64]),
+                Op::Const(v) => words.extend([2, v.to_bits() as i64]),
+                Op::Bin(b) => words.push(bin_code(b)),
+                Op::Un(u) => words.push(un_code(u)),
+            }
+        }
+        chunk::i64s(&[words.len()], &words)
+    }
+}
+
+fn bin_code(op: BinaryOp) -> i64 {
+    match op {
+        BinaryOp::Add => 10,
+        BinaryOp::Sub => 11,
+        BinaryOp::Mul => 12,
+        BinaryOp::Div => 13,
+        BinaryOp::Minimum => 14,
+        BinaryOp::Maximum => 15,
+        BinaryOp::Pow => 16,
+    }
+}
+
+fn un_code(op: UnaryOp) -> i64 {
+    match op {
+        UnaryOp::Neg => 20,
+        UnaryOp::Abs => 21,
+        UnaryOp::Square => 22,
+        UnaryOp::Sqrt => 23,
+        UnaryOp::Exp => 24,
+        UnaryOp::Log => 25,
+        UnaryOp::Sin => 26,
+        UnaryOp::Cos => 27,
+    }
+}
