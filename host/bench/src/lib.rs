@@ -342,6 +342,12 @@ pub struct RunResult {
     pub peak_rss_per_task: f64,
     /// Peak RSS of the measured process during the run, in bytes.
     pub peak_rss: u64,
+    /// CPU seconds of the worker processes (`--worker-pid`) per task, in microseconds (0 when
+    /// none are given or the cluster is embedded).
+    pub worker_cpu_us_per_task: f64,
+    /// CPU seconds of this process (the client) per task, in microseconds; for the embedded
+    /// cluster this is the same as `cpu_us_per_task`.
+    pub client_cpu_us_per_task: f64,
 }
 
 /// A cluster to run on, with the cores (worker slots) it has and the process whose CPU and
@@ -355,6 +361,8 @@ pub struct Target {
     pub cores: usize,
     /// The process measured: "self" for the embedded cluster, the scheduler's pid otherwise.
     pub pid: String,
+    /// Worker processes whose CPU time is measured too (empty for the embedded cluster).
+    pub worker_pids: Vec<u32>,
     nonce: u64,
 }
 
@@ -375,6 +383,7 @@ impl Target {
             module,
             cores: cores.max(1),
             pid: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()),
+            worker_pids: Vec::new(),
             nonce,
         })
     }
@@ -394,10 +403,14 @@ impl Target {
         let tasks = g.len();
         reset_peak_rss(&self.pid);
         let before = proc_sample(&self.pid)?;
+        let workers_before = self.workers_cpu_s();
+        let client_before = proc_sample("self")?;
         let t = Instant::now();
         let values = self.client.compute_all(&built.wanted).await?;
         let wall_s = t.elapsed().as_secs_f64();
         let after = proc_sample(&self.pid)?;
+        let workers_after = self.workers_cpu_s();
+        let client_after = proc_sample("self")?;
         for (i, (v, e)) in values.iter().zip(&built.expected).enumerate() {
             ensure!(
                 v.len() >= 8.max(spec.bytes as usize),
@@ -424,7 +437,18 @@ impl Target {
             cpu_us_per_task: (after.cpu_s - before.cpu_s) * 1e6 / tasks as f64,
             peak_rss_per_task: after.peak_rss.saturating_sub(before.rss) as f64 / tasks as f64,
             peak_rss: after.peak_rss,
+            worker_cpu_us_per_task: (workers_after - workers_before) * 1e6 / tasks as f64,
+            client_cpu_us_per_task: (client_after.cpu_s - client_before.cpu_s) * 1e6 / tasks as f64,
         })
+    }
+
+    /// Total CPU seconds of the worker processes (those that can still be read).
+    fn workers_cpu_s(&self) -> f64 {
+        self.worker_pids
+            .iter()
+            .filter_map(|pid| proc_sample(&pid.to_string()).ok())
+            .map(|s| s.cpu_s)
+            .sum()
     }
 
     /// Runs `spec` `repeat` times and returns the run of median wall time.

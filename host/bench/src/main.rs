@@ -37,6 +37,9 @@ struct ClusterArgs {
     /// With --scheduler: the scheduler's pid, whose CPU time and peak RSS are measured.
     #[arg(long, global = true)]
     scheduler_pid: Option<u32>,
+    /// With --scheduler: a worker's pid, whose CPU time is measured too (repeat for several).
+    #[arg(long = "worker-pid", global = true)]
+    worker_pids: Vec<u32>,
     /// With --scheduler: the cluster's total execution slots (for efficiency).
     #[arg(long, global = true)]
     cores: Option<usize>,
@@ -201,7 +204,9 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
                 Some(n) => n,
                 None => client.status().await?.workers.len().max(1),
             };
-            Target::new(client, cores, c.scheduler_pid).await
+            let mut target = Target::new(client, cores, c.scheduler_pid).await?;
+            target.worker_pids = c.worker_pids.clone();
+            Ok(target)
         }
         None => {
             let client = LocalCluster::builder()
@@ -217,12 +222,23 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
 fn print_runs(title: &str, runs: &[RunResult]) {
     println!("{title}");
     println!(
-        "{:<12} {:>6} {:>6} {:>7} {:>8} {:>9} {:>11} {:>6} {:>10} {:>10}",
-        "shape", "W", "H", "T(us)", "tasks", "wall(s)", "tasks/s", "eff", "cpu us/t", "rss B/t"
+        "{:<12} {:>6} {:>6} {:>7} {:>8} {:>9} {:>11} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "shape",
+        "W",
+        "H",
+        "T(us)",
+        "tasks",
+        "wall(s)",
+        "tasks/s",
+        "eff",
+        "cpu us/t",
+        "rss B/t",
+        "wrk us/t",
+        "cli us/t"
     );
     for r in runs {
         println!(
-            "{:<12} {:>6} {:>6} {:>7} {:>8} {:>9.3} {:>11.0} {:>6.2} {:>10.1} {:>10.0}",
+            "{:<12} {:>6} {:>6} {:>7} {:>8} {:>9.3} {:>11.0} {:>6.2} {:>10.1} {:>10.0} {:>10.1} {:>10.1}",
             r.spec.shape.name(),
             r.spec.width,
             r.spec.height,
@@ -232,7 +248,9 @@ fn print_runs(title: &str, runs: &[RunResult]) {
             r.tasks_per_s,
             r.efficiency,
             r.cpu_us_per_task,
-            r.peak_rss_per_task
+            r.peak_rss_per_task,
+            r.worker_cpu_us_per_task,
+            r.client_cpu_us_per_task
         );
     }
 }

@@ -265,7 +265,30 @@ impl<T: Serialize> Sender<T> {
         self.encode_locked(&mut st, std::slice::from_ref(msg))
     }
 
+    /// Queues `msg` without waiting and without waking the writer task: it goes out with the
+    /// next message queued by [`send_now`](Self::send_now) or [`send`](Self::send), or at the
+    /// next [`wake`](Self::wake). For a producer that knows more messages follow shortly (one
+    /// wake-up, and one stream write, for all of them).
+    pub fn send_deferred(&self, msg: &T) -> Result<(), NetError> {
+        let mut st = self.handle.shared.lock();
+        if let Some(e) = &st.error {
+            return Err(Self::closed_err(e));
+        }
+        self.encode_only(&mut st, std::slice::from_ref(msg))
+    }
+
+    /// Wakes the writer task so that what is queued goes out.
+    pub fn wake(&self) {
+        self.handle.shared.wake_writer.notify_one();
+    }
+
     fn encode_locked(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {
+        self.encode_only(st, msgs)?;
+        self.handle.shared.wake_writer.notify_one();
+        Ok(())
+    }
+
+    fn encode_only(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {
         let shared = &self.handle.shared;
         let before = st.buf.len();
         for msg in msgs {
@@ -276,7 +299,6 @@ impl<T: Serialize> Sender<T> {
         }
         st.queued += (st.buf.len() - before) as u64;
         st.messages += msgs.len() as u64;
-        shared.wake_writer.notify_one();
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! The connecting side sends a [`Hello`] as the first frame of its first bidirectional stream; the
 //! accepting side answers with a [`HelloReply`]. Both start with a `protocol` word (a magic number
 //! plus the protocol version) that is decoded and checked *before* the rest of the message, so a
-//! peer of another version gets a clear error ("peer speaks taskhost protocol v2, we speak v1")
+//! peer of another version gets a clear error ("peer speaks taskhost protocol v3, we speak v2")
 //! even if the layout of the rest changed.
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::codec::{CodecError, decode_payload};
 /// Upper 16 bits of [`PROTOCOL`]: "TH".
 pub const PROTOCOL_MAGIC: u32 = 0x5448_0000;
 /// Version of the taskhost wire protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The protocol word sent in every hello: magic in the upper 16 bits, version in the lower 16.
 pub const PROTOCOL: u32 = PROTOCOL_MAGIC | PROTOCOL_VERSION as u32;
 /// Maximum size of a hello or hello reply frame.
@@ -206,22 +206,22 @@ mod tests {
     fn other_version_is_named() {
         // A future hello with a different layout after the protocol word.
         #[derive(Serialize)]
-        struct HelloV2 {
+        struct HelloV3 {
             protocol: u32,
             something: String,
         }
-        let payload = postcard::to_stdvec(&HelloV2 {
-            protocol: protocol_word(2),
+        let payload = postcard::to_stdvec(&HelloV3 {
+            protocol: protocol_word(3),
             something: "new".into(),
         })
         .unwrap();
         let err = Hello::decode(&payload).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "peer speaks taskhost protocol v2, we speak v1"
+            "peer speaks taskhost protocol v3, we speak v2"
         );
         let err = HelloReply::decode(&payload).unwrap_err();
-        assert!(matches!(err, HelloError::Version { theirs: 2, ours: 1 }));
+        assert!(matches!(err, HelloError::Version { theirs: 3, ours: 2 }));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! agree on it.
 
 mod codec;
+pub mod fasthash;
 mod hello;
 mod ids;
 mod messages;
@@ -20,6 +21,6 @@ pub use hello::{
 pub use ids::{IdParseError, ModuleId, TaskKey, TaskKeyBuilder};
 pub use messages::{
     Arg, Blob, BulkReply, BulkRequest, ClientEvent, ClientRequest, ClusterStatus, FailureKind,
-    Graph, ResultLocation, RunArg, RunTask, TaskCounts, TaskFailure, TaskLimits, TaskSpec,
-    WorkerCommand, WorkerReport, WorkerStatus,
+    Graph, ResultLocation, RunArg, RunPriority, RunTask, TaskCounts, TaskFailure, TaskLimits,
+    TaskSpec, WorkerCommand, WorkerReport, WorkerStatus,
 };

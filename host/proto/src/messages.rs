@@ -313,6 +313,38 @@ pub struct RunTask {
     pub limits: TaskLimits,
     /// Whether a client wants the result: a small result then travels back inline.
     pub send_result: bool,
+    /// Where the task stands in the scheduler's order: a worker with several tasks ready runs
+    /// the smallest first.
+    pub priority: RunPriority,
+}
+
+/// The scheduler's order of a task, sent with [`RunTask`]: smaller runs first. Compares the
+/// user priority (higher first), then the submission generation (earlier graphs first), then
+/// the static order within its graph.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunPriority {
+    /// User priority (higher runs first).
+    pub user: i32,
+    /// Submission counter of the graph that created the task.
+    pub generation: u32,
+    /// Position in the graph's static order.
+    pub order: u32,
+}
+
+impl Ord for RunPriority {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .user
+            .cmp(&self.user)
+            .then(self.generation.cmp(&other.generation))
+            .then(self.order.cmp(&other.order))
+    }
+}
+
+impl PartialOrd for RunPriority {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// From the scheduler to a worker.

@@ -188,17 +188,15 @@ async fn worker_connection(
         bulk.abort();
         return;
     }
-    let mut batch = Vec::new();
     let reason = loop {
-        batch.clear();
-        match rx.recv_many(&mut batch, 1024).await {
+        // One event for every report already received: one wake-up of the loop per batch.
+        let mut reports = Vec::new();
+        match rx.recv_many(&mut reports, 1024).await {
             Ok(0) => break "connection closed".to_owned(),
             Ok(_) => {
-                for report in batch.drain(..) {
-                    if events.send(Event::Worker { id, report }).is_err() {
-                        bulk.abort();
-                        return;
-                    }
+                if events.send(Event::Worker { id, reports }).is_err() {
+                    bulk.abort();
+                    return;
                 }
             }
             Err(err) => {

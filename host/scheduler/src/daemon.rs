@@ -2,12 +2,12 @@
 //! literal bytes, per-task limits, failure details), and the translation between wire messages
 //! and the core's inputs and outputs.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taskhost_net::{Connection, Sender};
+use taskhost_proto::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use taskhost_proto::{
     Arg, Blob, ClientEvent, ClientRequest, ClusterStatus, FailureKind, Graph, ModuleId,
     ResultLocation, RunArg, TaskCounts, TaskFailure, TaskKey, TaskLimits, WorkerCommand,
@@ -46,8 +46,11 @@ pub(crate) enum Event {
         memory_limit: u64,
         peer_addr: SocketAddr,
     },
-    /// A worker's report.
-    Worker { id: WorkerId, report: WorkerReport },
+    /// A worker's reports, in the order received.
+    Worker {
+        id: WorkerId,
+        reports: Vec<WorkerReport>,
+    },
     /// A worker's connection ended.
     WorkerLeft { id: WorkerId, reason: String },
 }
@@ -110,15 +113,15 @@ impl Daemon {
             start: Instant::now(),
             modules,
             heartbeat_timeout,
-            workers: HashMap::new(),
-            worker_names: HashMap::new(),
-            clients: HashMap::new(),
+            workers: HashMap::default(),
+            worker_names: HashMap::default(),
+            clients: HashMap::default(),
             literals: LiteralTable::default(),
-            limits: HashMap::new(),
-            running: HashMap::new(),
-            failures: HashMap::new(),
-            inline: HashMap::new(),
-            releases: HashMap::new(),
+            limits: HashMap::default(),
+            running: HashMap::default(),
+            failures: HashMap::default(),
+            inline: HashMap::default(),
+            releases: HashMap::default(),
         }
     }
 
@@ -155,7 +158,7 @@ impl Daemon {
                     ClientEntry {
                         tx,
                         conn,
-                        pending: HashSet::new(),
+                        pending: HashSet::default(),
                     },
                 );
             }
@@ -193,7 +196,7 @@ impl Daemon {
                         memory_limit,
                         memory_used: 0,
                         last_seen: Instant::now(),
-                        assigned: HashSet::new(),
+                        assigned: HashSet::default(),
                     },
                 );
                 self.feed(Input::WorkerJoined {
@@ -204,7 +207,14 @@ impl Daemon {
                     resources: Vec::new(),
                 });
             }
-            Event::Worker { id, report } => self.worker_report(id, report),
+            Event::Worker { id, reports } => {
+                if let Some(worker) = self.workers.get_mut(&id) {
+                    worker.last_seen = Instant::now();
+                }
+                for report in reports {
+                    self.worker_report(id, report);
+                }
+            }
             Event::WorkerLeft { id, reason } => self.remove_worker(id, &reason),
         }
     }
@@ -276,10 +286,10 @@ impl Daemon {
             .iter()
             .map(|l| *blake3::hash(&l.0).as_bytes())
             .collect();
-        let mut checked_modules: HashSet<ModuleId> = HashSet::new();
+        let mut checked_modules: HashSet<ModuleId> = HashSet::default();
         let mut specs = Vec::with_capacity(tasks.len());
         let mut new_tasks: Vec<(TaskKey, Vec<LiteralHandle>, Option<TaskLimits>)> = Vec::new();
-        let mut seen: HashSet<TaskKey> = HashSet::new();
+        let mut seen: HashSet<TaskKey> = HashSet::default();
         let handles: Vec<LiteralHandle> = hashes
             .iter()
             .zip(&literals)
@@ -400,7 +410,6 @@ impl Daemon {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
-        worker.last_seen = Instant::now();
         match report {
             WorkerReport::Register { .. } => {
                 tracing::warn!(worker = id.0, "worker registered twice; ignored");
@@ -597,6 +606,11 @@ impl Daemon {
             args,
             limits,
             send_result,
+            priority: taskhost_proto::RunPriority {
+                user: run.priority.user,
+                generation: run.priority.generation,
+                order: run.priority.order,
+            },
         });
         if target.tx.send_now(&command).is_ok() {
             self.running.insert(run.key, run.function.clone());

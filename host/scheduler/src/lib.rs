@@ -42,6 +42,17 @@ pub use taskhost_scheduler_core::Config as CoreConfig;
 /// The port the scheduler listens on by default (Dask's).
 pub const DEFAULT_PORT: u16 = 8786;
 
+/// Ready root tasks the daemon hands each worker per slot (the core's `root_saturation`; the
+/// rest wait in the scheduler).
+///
+/// Deeper than the core's default (1.1, Dask's) because a worker with one task per slot idles for
+/// a whole round trip to the scheduler after each task: with tasks of tens of microseconds that
+/// round trip, not the work, sets the pace (and every task costs a wake-up and a packet each
+/// way). With more queued, commands and reports travel in batches. Workers run their queued
+/// tasks in the scheduler's priority order, and idle workers steal queued tasks from busy ones,
+/// so a deeper queue costs little balance for long tasks.
+pub const DEFAULT_ROOT_SATURATION: f64 = 32.0;
+
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -60,14 +71,18 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults: a 10 s heartbeat timeout and the core's default policies.
+    /// Defaults: a 10 s heartbeat timeout and the core's default policies, except a root
+    /// saturation of [`DEFAULT_ROOT_SATURATION`].
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
             listen,
             data_dir,
             advertise: Vec::new(),
             heartbeat_timeout: Duration::from_secs(10),
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                root_saturation: DEFAULT_ROOT_SATURATION,
+                ..CoreConfig::default()
+            },
             transport: TransportSettings::default(),
         }
     }
@@ -82,14 +97,19 @@ pub enum SchedulerError {
     /// The module store could not be opened.
     #[error(transparent)]
     Modules(#[from] ModuleStoreError),
+    /// The scheduler's thread or its async runtime could not be started.
+    #[error("cannot start the scheduler's thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// A running scheduler.
 pub struct SchedulerHandle {
     addr: SocketAddr,
     ticket: JoinTicket,
+    /// `Ok(())` sent: stop gracefully; dropped: stop at once.
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Fires when the scheduler's thread has stopped.
+    done: Option<oneshot::Receiver<()>>,
 }
 
 impl SchedulerHandle {
@@ -108,23 +128,102 @@ impl SchedulerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        self.wait().await;
     }
 
     /// Waits until the scheduler stops.
     pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
+        if let Some(done) = self.done.as_mut() {
+            let _ = done.await;
+            self.done = None;
+        }
     }
 }
 
 impl Drop for SchedulerHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        // Dropping the stop sender unsent makes the scheduler stop at once.
+        self.stop.take();
     }
 }
 
-/// Starts the scheduler on the current tokio runtime and returns once it listens.
+/// Starts the scheduler and returns once it listens.
+///
+/// The scheduler runs on a thread of its own with a single-threaded tokio runtime: its event
+/// loop, connection tasks and QUIC drivers then hand work to each other without cross-thread
+/// wake-ups, which cost more than the scheduling itself for small tasks. Call from within a
+/// tokio runtime (any flavour).
 pub async fn start(config: SchedulerConfig) -> Result<SchedulerHandle, SchedulerError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    std::thread::Builder::new()
+        .name("taskhost-scheduler".into())
+        .spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(SchedulerError::Runtime(err)));
+                        return;
+                    }
+                };
+                runtime.block_on(serve(config, ready_tx, stop_rx));
+                drop(runtime);
+                let _ = done_tx.send(());
+            })
+        })
+        .map_err(SchedulerError::Runtime)?;
+    let (addr, ticket) = match ready_rx.await {
+        Ok(ready) => ready?,
+        Err(_) => {
+            return Err(SchedulerError::Runtime(std::io::Error::other(
+                "the scheduler thread stopped during start-up",
+            )));
+        }
+    };
+    tracing::info!(%addr, "scheduler listening");
+    Ok(SchedulerHandle {
+        addr,
+        ticket,
+        stop: Some(stop_tx),
+        done: Some(done_rx),
+    })
+}
+
+type Ready = Result<(SocketAddr, JoinTicket), SchedulerError>;
+
+/// Binds, reports the address (or why not) through `ready`, then runs until `stop`.
+async fn serve(
+    config: SchedulerConfig,
+    ready: oneshot::Sender<Ready>,
+    stop: oneshot::Receiver<()>,
+) {
+    let (listener, daemon, modules, addr, ticket) = match bind(&config).await {
+        Ok(bound) => bound,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let acceptor = tokio::spawn(conn::accept_loop(listener, events_tx, modules));
+    if ready.send(Ok((addr, ticket))).is_err() {
+        acceptor.abort();
+        return;
+    }
+    run_loop(daemon, events_rx, stop).await;
+    acceptor.abort();
+}
+
+type Bound = (Listener, Daemon, Arc<ModuleStore>, SocketAddr, JoinTicket);
+
+/// Loads the identity, opens the module store, binds the listener and writes the ticket.
+async fn bind(config: &SchedulerConfig) -> Result<Bound, SchedulerError> {
     let (identity, created) = ClusterIdentity::load_or_create(&config.data_dir)?;
     if created {
         tracing::info!(dir = %config.data_dir.display(), "created a new cluster identity");
@@ -141,26 +240,12 @@ pub async fn start(config: SchedulerConfig) -> Result<SchedulerHandle, Scheduler
     };
     let ticket = identity.ticket(advertise);
     identity.write_ticket(&ticket)?;
-
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel();
     let daemon = Daemon::new(
         config.core.clone(),
         modules.clone(),
         config.heartbeat_timeout,
     );
-    let task = tokio::spawn(async move {
-        let acceptor = tokio::spawn(conn::accept_loop(listener, events_tx, modules));
-        run_loop(daemon, events_rx, stop_rx).await;
-        acceptor.abort();
-    });
-    tracing::info!(%addr, "scheduler listening");
-    Ok(SchedulerHandle {
-        addr,
-        ticket,
-        stop: Some(stop_tx),
-        task,
-    })
+    Ok((listener, daemon, modules, addr, ticket))
 }
 
 /// The scheduler's one loop: apply events in batches, run timers, flush outputs.
@@ -175,11 +260,15 @@ async fn run_loop(
         let timeout = daemon.next_timeout();
         tokio::select! {
             biased;
-            _ = &mut stop => {
-                daemon.shutdown("the scheduler is shutting down");
-                // Give the control streams a moment to carry the notice.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            stopped = &mut stop => {
+                if stopped.is_ok() {
+                    daemon.shutdown("the scheduler is shutting down");
+                    // Give the control streams a moment to carry the notice.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 daemon.close_connections("the scheduler is shutting down");
+                // Let the QUIC drivers send the close frames.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 break;
             }
             event = events.recv() => {

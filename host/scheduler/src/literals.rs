@@ -1,9 +1,8 @@
 //! Literal argument bytes, stored once however many tasks use them and freed when the last
 //! task using them is forgotten.
 
-use std::collections::HashMap;
-
 use taskhost_proto::Blob;
+use taskhost_proto::fasthash::FastMap as HashMap;
 use taskhost_scheduler_core::LiteralHandle;
 
 struct Literal {

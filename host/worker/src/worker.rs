@@ -1,6 +1,6 @@
 //! The worker's state, its command loop and the life of a task.
 
-use std::collections::HashMap;
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use taskhost_chunk_store::ChunkStore;
 use taskhost_net::{Connection, Credentials, Endpoint, Listener, ListenerConfig, Receiver, Sender};
+use taskhost_proto::fasthash::FastMap as HashMap;
 use taskhost_proto::{
-    Blob, FailureKind, ModuleId, Role, RunArg, RunTask, TaskKey, TaskLimits, WorkerCommand,
-    WorkerReport,
+    Blob, FailureKind, ModuleId, Role, RunArg, RunPriority, RunTask, TaskKey, TaskLimits,
+    WorkerCommand, WorkerReport,
 };
 use taskhost_runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{host_name, local_ip_towards};
@@ -28,6 +29,13 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the chunk store's memory use is checked (and reported if it changed).
 const MEMORY_REPORT_PERIOD: Duration = Duration::from_millis(200);
+
+/// A task that ran for less than this is "short": an executor that goes on with more of the
+/// same function holds its report back to send several at once.
+const SHORT_TASK: Duration = Duration::from_micros(200);
+
+/// Most reports an executor holds back.
+const MAX_DEFERRED_REPORTS: usize = 64;
 
 /// How long closing the endpoints may wait for peers to acknowledge.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -66,10 +74,71 @@ struct TaskEntry {
 }
 
 enum TaskState {
-    /// Waiting for its module, inputs or a slot: can be dropped (cancelled, stolen) at once.
+    /// Waiting for its module or inputs: can be dropped (cancelled, stolen) at once.
     Pending(AbortHandle),
-    /// On a blocking thread; when `cancelled`, its result is discarded.
+    /// Ready, in the executors' queue: can be dropped at once (an executor skips an entry
+    /// that is gone or belongs to another attempt).
+    Queued,
+    /// On an executor thread; when `cancelled`, its result is discarded.
     Running { cancelled: bool },
+}
+
+/// A ready task waiting for an executor thread.
+struct Job {
+    task: RunTask,
+    inputs: Vec<Input>,
+    lease: ReplicaLease,
+    run: u64,
+}
+
+/// The ready tasks, taken in order by one executor thread per slot.
+#[derive(Default)]
+struct ExecQueue {
+    state: Mutex<ExecState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct ExecState {
+    /// Ready tasks, the scheduler's smallest priority first, then in arrival order.
+    jobs: BinaryHeap<Queued>,
+    /// Arrival counter (ties of priority run in arrival order).
+    arrivals: u64,
+    stopped: bool,
+}
+
+/// A job in the heap, ordered so that the heap's greatest is the one to run next.
+struct Queued {
+    priority: RunPriority,
+    arrival: u64,
+    job: Job,
+}
+
+impl Queued {
+    fn rank(&self) -> (RunPriority, u64) {
+        (self.priority, self.arrival)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Reversed: the max-heap pops the smallest priority and the earliest arrival.
+        other.rank().cmp(&self.rank())
+    }
 }
 
 /// One input of a task, as gathered before it takes a slot.
@@ -110,7 +179,7 @@ pub(crate) struct Inner {
     pub peer_addr: SocketAddr,
     pub memory_limit: u64,
     default_limits: Limits,
-    slots: Arc<Semaphore>,
+    queue: ExecQueue,
     tasks: Mutex<HashMap<TaskKey, TaskEntry>>,
     next_run: AtomicU64,
     pub peers: Mutex<HashMap<SocketAddr, PeerSlot>>,
@@ -222,17 +291,24 @@ pub(crate) async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerEr
         peer_addr,
         memory_limit: config.memory_limit,
         default_limits: config.default_limits,
-        slots: Arc::new(Semaphore::new(config.slots as usize)),
-        tasks: Mutex::new(HashMap::new()),
+        queue: ExecQueue::default(),
+        tasks: Mutex::new(HashMap::default()),
         next_run: AtomicU64::new(0),
-        peers: Mutex::new(HashMap::new()),
-        chunk_fetches: Mutex::new(HashMap::new()),
-        replicas: Mutex::new(HashMap::new()),
-        module_fetches: Mutex::new(HashMap::new()),
+        peers: Mutex::new(HashMap::default()),
+        chunk_fetches: Mutex::new(HashMap::default()),
+        replicas: Mutex::new(HashMap::default()),
+        module_fetches: Mutex::new(HashMap::default()),
         counters: Counters::default(),
         stopped: AtomicBool::new(false),
     });
 
+    for slot in 0..config.slots {
+        let inner = inner.clone();
+        std::thread::Builder::new()
+            .name(format!("taskhost-exec-{slot}"))
+            .spawn(move || inner.executor())
+            .map_err(|e| WorkerError::Internal(format!("cannot start an executor thread: {e}")))?;
+    }
     let background = vec![
         spawn_peer_server(inner.clone(), listener),
         tokio::spawn(report_memory(inner.clone(), config.heartbeat)),
@@ -349,6 +425,13 @@ async fn command_loop(
             abort.abort();
         }
     }
+    let abandoned = {
+        let mut queue = inner.queue.state.lock();
+        queue.stopped = true;
+        std::mem::take(&mut queue.jobs)
+    };
+    inner.queue.ready.notify_all();
+    drop(abandoned);
     let _ = outcome.send(Some(reason));
     inner.close_endpoints().await;
 }
@@ -388,6 +471,20 @@ impl Inner {
         }
         if let Err(e) = self.reports.send_now(&report) {
             tracing::debug!(error = %e, "cannot report to the scheduler");
+        }
+    }
+
+    /// Queues a report without waking the writer; `true` if it was queued.
+    fn report_deferred(&self, report: WorkerReport) -> bool {
+        if self.stopped.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.reports.send_deferred(&report) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot report to the scheduler");
+                false
+            }
         }
     }
 
@@ -459,7 +556,9 @@ impl Inner {
         let key = task.key;
         let mut tasks = self.tasks.lock();
         match tasks.get(&key).map(|e| &e.state) {
-            Some(TaskState::Pending(_) | TaskState::Running { cancelled: false }) => {
+            Some(
+                TaskState::Pending(_) | TaskState::Queued | TaskState::Running { cancelled: false },
+            ) => {
                 tracing::warn!(key = %key.short(), "ignoring a Run of a task already here");
                 return;
             }
@@ -467,13 +566,16 @@ impl Inner {
             Some(TaskState::Running { cancelled: true }) | None => {}
         }
         let run = self.next_run.fetch_add(1, Ordering::Relaxed);
-        // Fast path: module loaded, inputs at hand and a slot free (so nobody queues for one):
-        // straight to a blocking thread, without an async task in between.
-        if self.is_ready(&task)
-            && let Ok(permit) = self.slots.clone().try_acquire_owned()
-        {
-            let state = TaskState::Running { cancelled: false };
-            tasks.insert(key, TaskEntry { run, state });
+        // Fast path: module loaded and inputs at hand: straight to the executors' queue,
+        // without an async task in between.
+        if self.is_ready(&task) {
+            tasks.insert(
+                key,
+                TaskEntry {
+                    run,
+                    state: TaskState::Queued,
+                },
+            );
             drop(tasks);
             let mut lease = ReplicaLease::new(self.clone());
             let inputs = task
@@ -487,7 +589,12 @@ impl Inner {
                     }
                 })
                 .collect();
-            self.launch(task, inputs, lease, run, permit);
+            self.enqueue(Job {
+                task,
+                inputs,
+                lease,
+                run,
+            });
             return;
         }
         // The entry is inserted before the task can look for it: it needs this lock first.
@@ -511,31 +618,88 @@ impl Inner {
             })
     }
 
-    /// Runs a task that holds a slot on a blocking thread, which also reports the outcome and
-    /// then gives the slot back.
-    fn launch(
-        self: &Arc<Self>,
-        task: RunTask,
-        inputs: Vec<Input>,
-        lease: ReplicaLease,
-        run: u64,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let limits = self.limits_for(&task.limits);
-        let inner = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let key = task.key;
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                inner.execute(&task, inputs, &limits)
-            }))
-            .unwrap_or_else(|_| Outcome::Failed {
-                kind: FailureKind::Internal,
-                message: "the worker panicked while running the task".into(),
-            });
-            inner.conclude(key, run, outcome);
-            drop(lease);
-            drop(permit);
+    /// Hands a ready task to the executor threads.
+    fn enqueue(&self, job: Job) {
+        let mut queue = self.queue.state.lock();
+        if queue.stopped {
+            return;
+        }
+        let arrival = queue.arrivals;
+        queue.arrivals += 1;
+        queue.jobs.push(Queued {
+            priority: job.task.priority,
+            arrival,
+            job,
         });
+        drop(queue);
+        self.queue.ready.notify_one();
+    }
+
+    /// One executor thread (one per slot): runs ready tasks one after the other, and reports
+    /// their outcomes. Reports of short tasks followed by more of the same are sent in batches
+    /// (one wake-up of the writer, one stream write for several), but never held back while
+    /// the executor waits or starts a task that may take long.
+    fn executor(self: Arc<Self>) {
+        // Reports queued and not yet sent.
+        let mut deferred = 0usize;
+        // The module and function of the last task and whether it was short.
+        let mut last: Option<(ModuleId, String)> = None;
+        let mut last_short = false;
+        loop {
+            let job = {
+                let mut queue = self.queue.state.lock();
+                loop {
+                    if queue.stopped {
+                        return;
+                    }
+                    if let Some(queued) = queue.jobs.pop() {
+                        break queued.job;
+                    }
+                    if deferred > 0 {
+                        deferred = 0;
+                        self.reports.wake();
+                    }
+                    self.queue.ready.wait(&mut queue);
+                }
+            };
+            let Job {
+                task,
+                inputs,
+                lease,
+                run,
+            } = job;
+            if !self.start_running(task.key, run, true) {
+                continue;
+            }
+            let same = last
+                .as_ref()
+                .is_some_and(|(m, f)| *m == task.module && *f == task.function);
+            if deferred > 0 && !(same && last_short) {
+                deferred = 0;
+                self.reports.wake();
+            }
+            let limits = self.limits_for(&task.limits);
+            let started = Instant::now();
+            let outcome =
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.execute(&task, inputs, &limits)))
+                    .unwrap_or_else(|_| Outcome::Failed {
+                        kind: FailureKind::Internal,
+                        message: "the worker panicked while running the task".into(),
+                    });
+            last_short = started.elapsed() < SHORT_TASK;
+            if !same {
+                last = Some((task.module, task.function.clone()));
+            }
+            drop(lease);
+            if self.conclude_with(task.key, run, outcome, true) {
+                deferred += 1;
+            }
+            let more = !self.queue.state.lock().jobs.is_empty();
+            if deferred > 0 && (!more || !last_short || deferred >= MAX_DEFERRED_REPORTS) {
+                deferred = 0;
+                self.reports.wake();
+            }
+        }
     }
 
     fn cancel(&self, key: TaskKey) {
@@ -546,6 +710,11 @@ impl Inner {
                 tasks.remove(&key);
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(key = %key.short(), "cancelled a waiting task");
+            }
+            Some(TaskState::Queued) => {
+                tasks.remove(&key);
+                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(key = %key.short(), "cancelled a queued task");
             }
             Some(TaskState::Running { cancelled }) => {
                 *cancelled = true;
@@ -566,12 +735,18 @@ impl Inner {
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 true
             }
+            Some(TaskState::Queued) => {
+                tasks.remove(&key);
+                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Some(TaskState::Running { .. }) => false,
             None => true,
         }
     }
 
-    /// The life of one task attempt: module, inputs, slot, execution, report.
+    /// The life of one task attempt that was not ready at once: module, inputs, then the
+    /// executors' queue.
     async fn run_task(self: Arc<Self>, mut task: RunTask, run: u64) {
         let key = task.key;
         if let Err(message) = self.ensure_module(task.module).await {
@@ -586,13 +761,15 @@ impl Inner {
                 return;
             }
         };
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return;
-        };
-        if !self.start_running(key, run) {
+        if !self.start_running(key, run, false) {
             return;
         }
-        self.launch(task, inputs, lease, run, permit);
+        self.enqueue(Job {
+            task,
+            inputs,
+            lease,
+            run,
+        });
     }
 
     /// Collects the inputs: literals, local chunks, and chunks fetched from peers (all fetches
@@ -650,14 +827,22 @@ impl Inner {
         }
     }
 
-    /// Marks the attempt as running, unless it was dropped meanwhile.
-    fn start_running(&self, key: TaskKey, run: u64) -> bool {
+    /// Moves the attempt on (waiting to queued, or queued to running when `running`), unless
+    /// it was dropped meanwhile.
+    fn start_running(&self, key: TaskKey, run: u64, running: bool) -> bool {
         let mut tasks = self.tasks.lock();
         match tasks.get_mut(&key) {
-            Some(entry) if entry.run == run && matches!(entry.state, TaskState::Pending(_)) => {
-                entry.state = TaskState::Running { cancelled: false };
-                true
-            }
+            Some(entry) if entry.run == run => match (&entry.state, running) {
+                (TaskState::Pending(_), false) => {
+                    entry.state = TaskState::Queued;
+                    true
+                }
+                (TaskState::Queued, true) => {
+                    entry.state = TaskState::Running { cancelled: false };
+                    true
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -737,6 +922,12 @@ impl Inner {
 
     /// Reports the attempt's outcome, unless it was cancelled, stolen or superseded.
     fn conclude(&self, key: TaskKey, run: u64, outcome: Outcome) {
+        self.conclude_with(key, run, outcome, false);
+    }
+
+    /// [`Inner::conclude`]; with `deferred`, the report is queued without waking the writer
+    /// (the caller wakes it). Returns whether a report was queued.
+    fn conclude_with(&self, key: TaskKey, run: u64, outcome: Outcome, deferred: bool) -> bool {
         let report = {
             let mut tasks = self.tasks.lock();
             match tasks.get(&key) {
@@ -754,7 +945,7 @@ impl Inner {
         if !report {
             self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(key = %key.short(), "discarded the result of a cancelled task");
-            return;
+            return false;
         }
         let report = match outcome {
             Outcome::Done {
@@ -782,7 +973,12 @@ impl Inner {
                 WorkerReport::Reschedule { key, missing }
             }
         };
-        self.report(report);
+        if deferred {
+            self.report_deferred(report)
+        } else {
+            self.report(report);
+            true
+        }
     }
 }
 

@@ -256,6 +256,7 @@ fn literal_task(module: ModuleId, function: &str, args: Vec<Vec<u8>>, salt: u64)
             .collect(),
         limits: TaskLimits::default(),
         send_result: true,
+        priority: Default::default(),
     }
 }
 
@@ -283,6 +284,7 @@ fn chunk_task(
         }],
         limits: TaskLimits::default(),
         send_result: true,
+        priority: Default::default(),
     }
 }
 
