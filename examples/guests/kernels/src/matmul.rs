@@ -296,26 +296,41 @@ fn micro(a: &[f64], b: &[V], kc: usize) -> [[V; 2]; MR] {
     let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
     let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
     let (mut c40, mut c41, mut c50, mut c51) = (z, z, z, z);
-    for (bp, ap) in b.chunks_exact(2).zip(a.chunks_exact(MR)).take(kc) {
-        let (b0, b1) = (bp[0], bp[1]);
-        let x = lanes::splat(ap[0]);
-        c00 = lanes::mul_add(x, b0, c00);
-        c01 = lanes::mul_add(x, b1, c01);
-        let x = lanes::splat(ap[1]);
-        c10 = lanes::mul_add(x, b0, c10);
-        c11 = lanes::mul_add(x, b1, c11);
-        let x = lanes::splat(ap[2]);
-        c20 = lanes::mul_add(x, b0, c20);
-        c21 = lanes::mul_add(x, b1, c21);
-        let x = lanes::splat(ap[3]);
-        c30 = lanes::mul_add(x, b0, c30);
-        c31 = lanes::mul_add(x, b1, c31);
-        let x = lanes::splat(ap[4]);
-        c40 = lanes::mul_add(x, b0, c40);
-        c41 = lanes::mul_add(x, b1, c41);
-        let x = lanes::splat(ap[5]);
-        c50 = lanes::mul_add(x, b0, c50);
-        c51 = lanes::mul_add(x, b1, c51);
+    // Two steps of k per iteration: half the loop overhead (and the engine's per-iteration
+    // interruption checks).
+    let b = &b[..2 * kc];
+    let a = &a[..MR * kc];
+    let (b2, b_rest) = b.split_at(kc / 2 * 4);
+    let (a2, a_rest) = a.split_at(kc / 2 * 2 * MR);
+    macro_rules! step {
+        ($b0:expr, $b1:expr, $ap:expr) => {{
+            let (b0, b1) = ($b0, $b1);
+            let x = lanes::splat($ap[0]);
+            c00 = lanes::mul_add(x, b0, c00);
+            c01 = lanes::mul_add(x, b1, c01);
+            let x = lanes::splat($ap[1]);
+            c10 = lanes::mul_add(x, b0, c10);
+            c11 = lanes::mul_add(x, b1, c11);
+            let x = lanes::splat($ap[2]);
+            c20 = lanes::mul_add(x, b0, c20);
+            c21 = lanes::mul_add(x, b1, c21);
+            let x = lanes::splat($ap[3]);
+            c30 = lanes::mul_add(x, b0, c30);
+            c31 = lanes::mul_add(x, b1, c31);
+            let x = lanes::splat($ap[4]);
+            c40 = lanes::mul_add(x, b0, c40);
+            c41 = lanes::mul_add(x, b1, c41);
+            let x = lanes::splat($ap[5]);
+            c50 = lanes::mul_add(x, b0, c50);
+            c51 = lanes::mul_add(x, b1, c51);
+        }};
+    }
+    for (bp, ap) in b2.chunks_exact(4).zip(a2.chunks_exact(2 * MR)) {
+        step!(bp[0], bp[1], &ap[..MR]);
+        step!(bp[2], bp[3], &ap[MR..]);
+    }
+    for (bp, ap) in b_rest.chunks_exact(2).zip(a_rest.chunks_exact(MR)) {
+        step!(bp[0], bp[1], ap);
     }
     [
         [c00, c01],

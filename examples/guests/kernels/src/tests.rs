@@ -350,7 +350,12 @@ fn matmul_sum_accumulates_pairs() {
     assert!(
         call(
             "matmul_sum",
-            vec![spec(DType::F64, &[m, n]), a1.clone(), b1.clone(), a1.clone()]
+            vec![
+                spec(DType::F64, &[m, n]),
+                a1.clone(),
+                b1.clone(),
+                a1.clone()
+            ]
         )
         .is_err()
     );
