@@ -179,6 +179,7 @@ impl Core {
                 message,
             } => self.task_erred(worker, key, message),
             Input::Reschedule { worker, key } => self.reschedule(worker, key),
+            Input::ChunkLost { worker, key } => self.chunk_lost(worker, key),
             Input::StealAnswer {
                 worker,
                 key,

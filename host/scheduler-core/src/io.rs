@@ -96,6 +96,16 @@ pub enum Input {
         /// The task.
         key: TaskKey,
     },
+    /// The worker does not hold a chunk the core believes it holds (it could not read it back,
+    /// or a task or peer asked for it and it was not there). The worker stops counting as a
+    /// holder; a chunk with no holder left is computed again if anything still needs it.
+    /// Reports about chunks the worker is not known to hold are ignored.
+    ChunkLost {
+        /// The worker.
+        worker: WorkerId,
+        /// The task whose output chunk is gone.
+        key: TaskKey,
+    },
     /// The worker answered an [`Output::StealRequest`].
     StealAnswer {
         /// The worker that was asked (the victim).

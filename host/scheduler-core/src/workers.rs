@@ -113,6 +113,32 @@ impl Core {
         Ok(())
     }
 
+    /// `worker` lacks the chunk of `key`: it stops being a holder, and a chunk with no holder
+    /// left is lost (computed again when still needed, as when its holder dies).
+    pub(crate) fn chunk_lost(&mut self, worker: WorkerId, key: TaskKey) -> Result<(), CoreError> {
+        let w = self.live_worker(worker)?;
+        let Some(t) = self.lookup(&key) else {
+            return Ok(());
+        };
+        let TaskState::Memory { nbytes, holders } = &mut self.tasks[t as usize].state else {
+            return Ok(());
+        };
+        if !holders.contains(w) {
+            return Ok(());
+        }
+        let nbytes = *nbytes;
+        if holders.remove(w) {
+            let wk = &mut self.workers[w as usize];
+            if wk.has_what.remove(&t) {
+                wk.nbytes -= nbytes;
+            }
+        } else {
+            self.stats.chunks_lost += 1;
+            self.transition(t, TaskState::Released);
+        }
+        Ok(())
+    }
+
     pub(crate) fn task_finished(
         &mut self,
         worker: WorkerId,

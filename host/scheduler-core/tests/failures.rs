@@ -380,3 +380,63 @@ fn bad_input_is_rejected_without_changes() {
     core.validate().unwrap();
     assert!(drain(&mut core).is_empty());
 }
+
+#[test]
+fn a_chunk_its_holder_lost_is_recomputed_for_its_dependents() {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), a.key)]);
+    finish(&mut core, WorkerId(1), a.key, 10, 1);
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), b.key)]);
+    // The worker finds `a` gone when `b` starts: it says so and gives `b` back.
+    let lost = Input::ChunkLost {
+        worker: WorkerId(1),
+        key: a.key,
+    };
+    core.handle(core.now(), lost.clone()).unwrap();
+    core.handle(
+        core.now(),
+        Input::Reschedule {
+            worker: WorkerId(1),
+            key: b.key,
+        },
+    )
+    .unwrap();
+    core.validate().unwrap();
+    assert_eq!(core.stats().chunks_lost, 1);
+    assert_eq!(core.phase(&a.key), Some(Phase::Processing));
+    assert_eq!(core.phase(&b.key), Some(Phase::Waiting));
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), a.key)]);
+    // A second report about the same chunk (now being recomputed) changes nothing.
+    core.handle(core.now(), lost).unwrap();
+    core.validate().unwrap();
+    assert_eq!(core.stats().chunks_lost, 1);
+    finish(&mut core, WorkerId(1), a.key, 10, 1);
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), b.key)]);
+    finish(&mut core, WorkerId(1), b.key, 10, 1);
+    assert_eq!(core.phase(&b.key), Some(Phase::Memory));
+    // Reports about unknown keys and from unknown workers are harmless.
+    let stranger = task("z", 9, &[]);
+    core.handle(
+        core.now(),
+        Input::ChunkLost {
+            worker: WorkerId(1),
+            key: stranger.key,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        core.handle(
+            core.now(),
+            Input::ChunkLost {
+                worker: WorkerId(5),
+                key: a.key,
+            },
+        ),
+        Err(CoreError::UnknownWorker(WorkerId(5)))
+    );
+    core.validate().unwrap();
+}

@@ -468,7 +468,8 @@ impl Daemon {
                 });
             }
             WorkerReport::ChunkLost(key) => {
-                tracing::warn!(worker = id.0, key = %key.short(), "worker lost a chunk");
+                tracing::debug!(worker = id.0, key = %key.short(), "worker lacks a chunk");
+                self.feed(Input::ChunkLost { worker: id, key });
             }
             WorkerReport::Heartbeat => {}
         }
@@ -478,17 +479,22 @@ impl Daemon {
     pub(crate) fn flush_outputs(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::RunTask(run) => self.run_task(*run),
+                Output::RunTask(run) => {
+                    self.flush_releases_to(run.worker);
+                    self.run_task(*run);
+                }
                 Output::ReleaseChunk { worker, key } => {
                     self.releases.entry(worker).or_default().push(key);
                 }
                 Output::CancelTask { worker, key } => {
+                    self.flush_releases_to(worker);
                     if let Some(entry) = self.workers.get_mut(&worker) {
                         entry.assigned.remove(&key);
                         let _ = entry.tx.send_now(&WorkerCommand::Cancel(key));
                     }
                 }
                 Output::StealRequest { worker, key } => {
+                    self.flush_releases_to(worker);
                     if let Some(entry) = self.workers.get(&worker) {
                         let _ = entry.tx.send_now(&WorkerCommand::Steal(key));
                     }
@@ -552,6 +558,18 @@ impl Daemon {
             }
         }
         self.inline.clear();
+    }
+
+    /// Sends the releases gathered for `worker` so far. Releases are batched per flush, but a
+    /// release must reach the worker before any later command: the core may release a chunk
+    /// and then ask the same worker to compute it again (a client dropped a result and
+    /// resubmitted it), and a late release would delete the new chunk.
+    fn flush_releases_to(&mut self, worker: WorkerId) {
+        if let Some(keys) = self.releases.remove(&worker)
+            && let Some(entry) = self.workers.get(&worker)
+        {
+            let _ = entry.tx.send_now(&WorkerCommand::Release(keys));
+        }
     }
 
     fn run_task(&mut self, run: core::RunTask) {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use taskhost_net::{Connection, ControlStream, Established, Listener, NetError, serve_bulk};
-use taskhost_proto::{BulkRequest, ModuleId, Role, TaskKey};
+use taskhost_proto::{BulkRequest, ModuleId, Role, TaskKey, WorkerReport};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
@@ -87,7 +87,12 @@ impl Inner {
                             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         Ok(Some(bytes))
                     }
-                    Ok(None) => Ok(None),
+                    Ok(None) => {
+                        // A peer was told this worker holds the chunk; if the scheduler thinks
+                        // so too, it must learn otherwise (it ignores the report if not).
+                        self.report(WorkerReport::ChunkLost(key));
+                        Ok(None)
+                    }
                     Err(e) => {
                         self.chunk_lost(key, &e.to_string());
                         Err(format!("chunk {} is lost: {e}", key.short()))

@@ -815,6 +815,9 @@ impl Inner {
                     Ok(bytes) => inputs[index] = Some(Input::Bytes(bytes)),
                     Err(e) => {
                         tracing::warn!(key = %key.short(), error = %e, "input unavailable");
+                        // The scheduler may count this worker itself as the holder (the only
+                        // case where the report matters: it ignores it otherwise).
+                        self.report(WorkerReport::ChunkLost(key));
                         missing.push(key);
                     }
                 }
@@ -863,6 +866,7 @@ impl Inner {
     fn execute(&self, task: &RunTask, inputs: Vec<Input>, limits: &Limits) -> Outcome {
         let mut args = Vec::with_capacity(inputs.len());
         let mut missing = Vec::new();
+        let mut vanished = Vec::new();
         let mut lost = Vec::new();
         {
             let mut store = self.store.lock();
@@ -871,7 +875,10 @@ impl Inner {
                     Input::Bytes(bytes) => args.push(bytes),
                     Input::Local(key) => match store.get(&key) {
                         Ok(Some(bytes)) => args.push(bytes),
-                        Ok(None) => missing.push(key),
+                        Ok(None) => {
+                            missing.push(key);
+                            vanished.push(key);
+                        }
                         Err(e) => {
                             missing.push(key);
                             lost.push((key, e.to_string()));
@@ -882,6 +889,11 @@ impl Inner {
         }
         for (key, why) in lost {
             self.chunk_lost(key, &why);
+        }
+        for &key in &vanished {
+            // A local input that is gone: the scheduler must not count this worker as its
+            // holder any more (it ignores the report if it does not).
+            self.report(WorkerReport::ChunkLost(key));
         }
         if !missing.is_empty() {
             return Outcome::Missing(missing);

@@ -479,11 +479,16 @@ async fn inputs_move_from_worker_to_worker() {
     wait_until(|| b.stats().chunks == 2 + readers.len() as u64).await;
     assert_eq!(b.stats().peer_connections, 1, "one connection per peer");
 
-    // An input nobody can serve sends the task back to the scheduler.
+    // An input nobody can serve sends the task back to the scheduler, after telling it that
+    // this worker lacks the chunk (which matters when the scheduler counts it as the holder).
     let ghost = TaskKey::builder(&module, "ghost").finish();
     for holders in [vec![a.peer_addr()], vec![]] {
         let lost = chunk_task(module, "inc", ghost, 1, holders, 9);
         link_b.run(&lost);
+        match link_b.next().await {
+            WorkerReport::ChunkLost(key) => assert_eq!(key, ghost),
+            other => panic!("expected ChunkLost, got {other:?}"),
+        }
         match link_b.next().await {
             WorkerReport::Reschedule { key, missing } => {
                 assert_eq!(key, lost.key);
@@ -491,6 +496,11 @@ async fn inputs_move_from_worker_to_worker() {
             }
             other => panic!("expected Reschedule, got {other:?}"),
         }
+    }
+    // A, asked for a chunk it does not hold, says so as well.
+    match link_a.next().await {
+        WorkerReport::ChunkLost(key) => assert_eq!(key, ghost),
+        other => panic!("expected ChunkLost from the asked peer, got {other:?}"),
     }
 
     // A client may fetch results from a worker directly; without the token, nobody can.
