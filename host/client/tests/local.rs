@@ -401,3 +401,38 @@ async fn client_local_owns_its_cluster() -> Result<()> {
     assert!(!client.is_connected());
     Ok(())
 }
+
+/// A result dropped and at once asked for again (as dependency or as output) is recomputed on
+/// the worker that just released it; the release must not overtake the new run and delete the
+/// fresh chunk (this once hung the array tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_released_and_resubmitted_at_once_are_recomputed() -> Result<()> {
+    let (_cluster, client, m) = cluster(2, 1).await?;
+    for round in 0..150i64 {
+        let g = Graph::new();
+        let xs: Vec<Handle<i64>> = (0..4)
+            .map(|i| g.call::<i64>(&m, "inc", (round * 10 + i,)))
+            .collect::<Result<_, _>>()?;
+        let got = timeout(LIMIT, client.compute_all(&xs))
+            .await
+            .with_context(|| format!("round {round}: the inputs hung"))??;
+        assert_eq!(got, (0..4).map(|i| round * 10 + i + 1).collect::<Vec<_>>());
+        // The same keys again, now as dependencies and as outputs.
+        let next: Vec<Handle<i64>> = xs
+            .iter()
+            .map(|x| g.call::<i64>(&m, "inc", (x,)))
+            .collect::<Result<_, _>>()?;
+        let got = timeout(LIMIT, client.compute_all(&next))
+            .await
+            .with_context(|| format!("round {round}: the dependents hung"))??;
+        assert_eq!(got, (0..4).map(|i| round * 10 + i + 2).collect::<Vec<_>>());
+        let again = timeout(LIMIT, client.compute_all(&xs))
+            .await
+            .with_context(|| format!("round {round}: the recomputed inputs hung"))??;
+        assert_eq!(
+            again,
+            (0..4).map(|i| round * 10 + i + 1).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
