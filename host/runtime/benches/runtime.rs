@@ -25,7 +25,7 @@ fn main() {
     let bytes = taskhost_guest_artifacts::read(EXAMPLE_GUEST);
     let limits = Limits::default();
     let mut rows: Vec<(String, String, String)> = Vec::new();
-    // `BENCH_ONLY=echo` (or `noop`, `load`) runs one part, for profiling.
+    // `BENCH_ONLY=noop` (or `load`, `bulk`, `echo`, `byte_len`, `bytes`) runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only == part;
 
@@ -101,32 +101,71 @@ fn main() {
         ));
     }
 
-    // Throughput: 8 MiB in, the same 8 MiB back out.
-    if !wanted("echo") {
-        print_table(&rows);
-        return;
-    }
+    // Throughput: 8 MiB in and/or out. `BENCH_ONLY=bulk` runs the three cases below,
+    // `BENCH_ONLY=echo` (or `byte_len`, `bytes`) one of them.
     let payload: Vec<u8> = (0..8 << 20).map(|i: u32| i as u8).collect();
-    for _ in 0..5 {
-        runtime.execute(&id, "echo", &[&payload], &limits).unwrap();
+    let size = (payload.len() as u64).to_le_bytes();
+    // `echo`: 8 MiB in, the same 8 MiB out (host -> guest copy, the guest's own copy,
+    // guest -> host copy); `byte_len`: 8 MiB in only; `bytes`: 8 MiB made by the guest, out.
+    let cases: [(&str, &str, &[u8], usize); 3] = [
+        ("echo", "`echo` 8 MiB in and out", &payload, payload.len()),
+        ("byte_len", "`byte_len` 8 MiB in, 8 bytes out", &payload, 8),
+        (
+            "bytes",
+            "`bytes` 8 bytes in, 8 MiB out",
+            &size,
+            payload.len(),
+        ),
+    ];
+    for (function, label, arg, out_len) in cases {
+        if !(wanted(function) || only == "bulk") {
+            continue;
+        }
+        for _ in 0..5 {
+            runtime.execute(&id, function, &[arg], &limits).unwrap();
+        }
+        let mut samples = Vec::new();
+        let cpu_before = thread_cpu();
+        for _ in 0..50 {
+            let started = Instant::now();
+            let out = runtime.execute(&id, function, &[arg], &limits).unwrap();
+            samples.push(started.elapsed());
+            assert_eq!(out.len(), out_len);
+        }
+        let cpu = (thread_cpu() - cpu_before) / 50;
+        samples.sort();
+        let median = percentile(&samples, 0.5);
+        let gbps = payload.len() as f64 / median.as_secs_f64() / 1e9;
+        let cpu_gbps = payload.len() as f64 / cpu.as_secs_f64() / 1e9;
+        let detail = if function == "echo" {
+            format!(
+                "{gbps:.2} GB/s each way; CPU {} per task, {cpu_gbps:.2} GB/s each way",
+                ms(cpu)
+            )
+        } else {
+            format!(
+                "{gbps:.2} GB/s; CPU {} per task, {cpu_gbps:.2} GB/s",
+                ms(cpu)
+            )
+        };
+        rows.push((
+            format!("{label} (fresh instance per task)"),
+            format!("median {}", ms(median)),
+            detail,
+        ));
     }
-    let mut samples = Vec::new();
-    for _ in 0..50 {
-        let started = Instant::now();
-        let out = runtime.execute(&id, "echo", &[&payload], &limits).unwrap();
-        samples.push(started.elapsed());
-        assert_eq!(out.len(), payload.len());
-    }
-    samples.sort();
-    let median = percentile(&samples, 0.5);
-    let gbps = payload.len() as f64 / median.as_secs_f64() / 1e9;
-    rows.push((
-        "`echo` 8 MiB in and out (fresh instance per task)".into(),
-        format!("median {}", ms(median)),
-        format!("{gbps:.2} GB/s each way ({:.2} GB/s in+out)", 2.0 * gbps),
-    ));
 
     print_table(&rows);
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (Linux; zero elsewhere):
+/// unlike wall-clock time it does not count the time other processes on a busy machine take.
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 fn print_table(rows: &[(String, String, String)]) {

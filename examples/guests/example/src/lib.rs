@@ -15,6 +15,19 @@ taskhost_guest::export_tasks! {
         data.to_vec()
     }
 
+    /// Returns the length of its argument as 8 little-endian bytes: bulk data in, nothing out.
+    raw fn byte_len(data: &[u8]) -> Vec<u8> {
+        (data.len() as u64).to_le_bytes().to_vec()
+    }
+
+    /// Returns `n` bytes (`n` given as 8 little-endian bytes) of value 0xa5 (one `memory.fill`):
+    /// nothing in, bulk data out.
+    raw fn bytes(n: &[u8]) -> Result<Vec<u8>, String> {
+        let n: [u8; 8] = n.try_into().map_err(|_| "expected 8 bytes".to_string())?;
+        let n = usize::try_from(u64::from_le_bytes(n)).map_err(|e| e.to_string())?;
+        Ok(vec![0xa5; n])
+    }
+
     /// Sleeps `millis` milliseconds on the WASI monotonic clock (the one way a guest can block
     /// in the sandbox), then returns how many milliseconds passed.
     fn sleep(millis: u64) -> u64 {
