@@ -88,16 +88,22 @@ fn main() {
             runtime.execute(&id, function, &args, &limits).unwrap();
         }
         let mut samples = Vec::with_capacity(20_000);
+        let cpu_before = thread_cpu();
         for _ in 0..20_000 {
             let started = Instant::now();
             runtime.execute(&id, function, &args, &limits).unwrap();
             samples.push(started.elapsed());
         }
+        let cpu = (thread_cpu() - cpu_before) / 20_000;
         samples.sort();
         rows.push((
             format!("warm instantiate + call `{function}` (fresh instance per task)"),
             format!("median {}", us(percentile(&samples, 0.5))),
-            format!("p99 {}", us(percentile(&samples, 0.99))),
+            format!(
+                "p99 {}; CPU {} per task (mean)",
+                us(percentile(&samples, 0.99)),
+                us(cpu)
+            ),
         ));
     }
 
