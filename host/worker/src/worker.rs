@@ -202,7 +202,11 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-pub(crate) async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
+/// Starts the worker on the current runtime; also returns its command loop, which ends once
+/// the worker stopped and closed its endpoints.
+pub(crate) async fn start(
+    config: WorkerConfig,
+) -> Result<(WorkerHandle, JoinHandle<()>), WorkerError> {
     if config.slots == 0 {
         return Err(WorkerError::Internal(
             "a worker needs at least one slot".into(),
@@ -315,20 +319,21 @@ pub(crate) async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerEr
     ];
     let (stop_tx, stop_rx) = watch::channel(false);
     let (outcome_tx, outcome_rx) = watch::channel(None);
-    tokio::spawn(command_loop(
+    let commands = tokio::spawn(command_loop(
         inner.clone(),
         commands,
         stop_rx,
         outcome_tx,
         background,
     ));
-    Ok(WorkerHandle {
+    let handle = WorkerHandle {
         shared: inner,
         peer_addr,
         worker_id,
         stop: stop_tx,
         outcome: outcome_rx,
-    })
+    };
+    Ok((handle, commands))
 }
 
 /// Sends `Register` and waits for `Welcome`.
