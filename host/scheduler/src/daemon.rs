@@ -100,7 +100,15 @@ pub(crate) struct Daemon {
     inline: HashMap<TaskKey, Blob>,
     /// Chunks to release, batched per worker.
     releases: HashMap<WorkerId, Vec<TaskKey>>,
+    /// When the releases held back must go out.
+    releases_due: Option<Instant>,
 }
+
+/// How long releases may be held back to be sent together.
+const RELEASE_DELAY: Duration = Duration::from_millis(2);
+
+/// Releases held back above which they are sent at once.
+const RELEASE_BATCH: usize = 4096;
 
 impl Daemon {
     pub(crate) fn new(
@@ -122,6 +130,7 @@ impl Daemon {
             failures: HashMap::default(),
             inline: HashMap::default(),
             releases: HashMap::default(),
+            releases_due: None,
         }
     }
 
@@ -129,17 +138,25 @@ impl Daemon {
         Micros(self.start.elapsed().as_micros() as u64)
     }
 
-    /// When the core next wants [`Daemon::handle_timeout`], as an instant.
+    /// When the core next wants [`Daemon::handle_timeout`], or held-back releases are due, as
+    /// an instant.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        self.core
+        let core = self
+            .core
             .poll_timeout()
-            .map(|at| self.start + Duration::from_micros(at.0))
+            .map(|at| self.start + Duration::from_micros(at.0));
+        match (core, self.releases_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the core's timers.
+    /// Runs the core's timers (held-back releases go out with the next flush).
     pub(crate) fn handle_timeout(&mut self) {
         let now = self.now();
-        self.core.handle_timeout(now);
+        if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.core.handle_timeout(now);
+        }
     }
 
     fn feed(&mut self, input: Input) {
@@ -552,12 +569,31 @@ impl Daemon {
                 }
             }
         }
+        self.flush_releases();
+        self.inline.clear();
+    }
+
+    /// Sends the releases held back, if they are due or many. Releases free memory but nothing
+    /// waits for them, so they are held for up to [`RELEASE_DELAY`] and sent in one message,
+    /// rather than costing a packet (and a wake-up of the worker) per client request that
+    /// drops a result; a command to the worker sends them first in any case.
+    fn flush_releases(&mut self) {
+        if self.releases.is_empty() {
+            self.releases_due = None;
+            return;
+        }
+        let now = Instant::now();
+        let due = *self.releases_due.get_or_insert(now + RELEASE_DELAY) <= now;
+        let pending: usize = self.releases.values().map(Vec::len).sum();
+        if !due && pending < RELEASE_BATCH {
+            return;
+        }
         for (worker, keys) in self.releases.drain() {
             if let Some(entry) = self.workers.get(&worker) {
                 let _ = entry.tx.send_now(&WorkerCommand::Release(keys));
             }
         }
-        self.inline.clear();
+        self.releases_due = None;
     }
 
     /// Sends the releases gathered for `worker` so far. Releases are batched per flush, but a
