@@ -177,8 +177,12 @@ impl ArrayContext {
     ///
     /// # Panics
     /// As [`full`](Self::full).
+    ///
+    /// With fusion on, expressions and reductions over a random array recompute its values
+    /// from the seeds inside their fused calls rather than read its blocks (which are then
+    /// only computed if something needs them as they are, such as `dot`).
     pub fn random(&self, shape: &[usize], chunks: &[usize], seed: u64) -> Array {
-        self.creation(shape, chunks, DType::F64, |block, flat| {
+        let mut array = self.creation(shape, chunks, DType::F64, |block, flat| {
             let s = chunk::block_seed(seed, flat as u64);
             self.call(
                 "random",
@@ -187,7 +191,9 @@ impl ArrayContext {
                     Arg::Lit(chunk::scalar_i64(s as i64)),
                 ],
             )
-        })
+        });
+        array.random = Some(seed);
+        array
     }
 
     /// `0, 1, ..., n - 1` as float64, in blocks of `chunk`.
@@ -248,7 +254,7 @@ impl ArrayContext {
     }
 }
 
-enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Block(&'a Handle<Raw>),
     Lit(Vec<u8>),
 }
@@ -270,6 +276,8 @@ pub struct Array {
     blocks: Arc<OnceLock<Arc<Vec<Handle<Raw>>>>>,
     /// A lazy elementwise expression whose blocks are not tasks yet (blockwise fusion).
     expr: Option<Arc<Expr>>,
+    /// The seed of an array made by `random` (its values can be recomputed anywhere).
+    random: Option<u64>,
 }
 
 impl std::fmt::Debug for Array {
@@ -444,6 +452,7 @@ impl Array {
             dtype,
             blocks: Arc::new(OnceLock::from(Arc::new(blocks))),
             expr: None,
+            random: None,
         }
     }
 
@@ -456,6 +465,7 @@ impl Array {
             dtype: DType::F64,
             blocks: Arc::new(OnceLock::new()),
             expr: Some(Arc::new(expr)),
+            random: None,
         }
     }
 
@@ -463,13 +473,17 @@ impl Array {
     fn as_expr(&self) -> Expr {
         match &self.expr {
             Some(e) => (**e).clone(),
-            None => Expr::leaf(self.shared_blocks().clone(), &self.chunks),
+            None => Expr::leaf(
+                self.shared_blocks().clone(),
+                &self.chunks,
+                self.random.filter(|_| self.ctx.inner.fusion),
+            ),
         }
     }
 
     /// The array as one leaf (materialising a lazy array).
     fn as_leaf(&self) -> Expr {
-        Expr::leaf(self.shared_blocks().clone(), &self.chunks)
+        Expr::leaf(self.shared_blocks().clone(), &self.chunks, None)
     }
 
     /// Adds the tasks of a lazy expression: one `fused` call per block (a plain `transpose`
@@ -485,13 +499,13 @@ impl Array {
             .iter()
             .map(|out| {
                 if expr.is_transpose() {
-                    return self.ctx.call("transpose", &[Arg::Block(leaf.block(out))]);
+                    return self.ctx.call("transpose", &[leaf.arg(out)]);
                 }
                 let mut args = vec![
                     Arg::Lit(program.clone()),
                     Arg::Lit(chunk::spec(DType::F64, &block_shape(&self.chunks, out))),
                 ];
-                args.extend(expr.leaves.iter().map(|l| Arg::Block(l.block(out))));
+                args.extend(expr.leaves.iter().map(|l| l.arg(out)));
                 self.ctx.call("fused", &args)
             })
             .collect()
@@ -753,7 +767,15 @@ impl Array {
         // Group the blocks' partial results by the output block they reduce into.
         let mut groups: Vec<Vec<Handle<Raw>>> =
             vec![Vec::new(); chunks.iter().map(Vec::len).product()];
-        match src.expr.as_ref().filter(|_| src.is_lazy()) {
+        // A lazy expression, or a random array whose values the partials can recompute.
+        let fused = if src.is_lazy() {
+            src.expr.clone()
+        } else if src.random.is_some() && src.fuses() {
+            Some(Arc::new(src.as_expr()))
+        } else {
+            None
+        };
+        match fused {
             Some(expr) => {
                 // Fused: each block's call evaluates the expression and emits only its partial.
                 let kind = match what {
@@ -769,7 +791,7 @@ impl Array {
                         Arg::Lit(program.clone()),
                         Arg::Lit(chunk::spec(DType::F64, &block_shape(&src.chunks, &index))),
                     ];
-                    args.extend(expr.leaves.iter().map(|l| Arg::Block(l.block(&index))));
+                    args.extend(expr.leaves.iter().map(|l| l.arg(&index)));
                     groups[flat_index(&chunks, &out)].push(self.ctx.call("fused", &args));
                 }
             }

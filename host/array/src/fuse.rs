@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use taskhost_client::{Handle, Raw};
 
-use crate::array::{BinaryOp, UnaryOp};
+use crate::array::{Arg, BinaryOp, UnaryOp};
 use crate::chunk;
 
 /// The most leaves one fused call reads (the kernel allows more; this keeps calls small).
@@ -47,26 +47,39 @@ pub(crate) struct Leaf {
     pub chunks: Vec<Vec<usize>>,
     /// For each axis of the expression, the array's axis that runs along it (None: broadcast).
     pub map: Vec<Option<usize>>,
+    /// The seed of a random array: the fused call recomputes its values instead of reading them.
+    pub random: Option<u64>,
 }
 
 impl Leaf {
     fn same(&self, other: &Leaf) -> bool {
         self.map == other.map
+            && self.random == other.random
             && self.chunks == other.chunks
             && (Arc::ptr_eq(&self.blocks, &other.blocks) || self.blocks == other.blocks)
     }
 
-    /// The leaf's block for output block `out` of the expression.
-    pub fn block(&self, out: &[usize]) -> &Handle<Raw> {
+    /// The leaf's argument for output block `out` of the expression: its block, or for a
+    /// random leaf the generator `[seed, shape...]` of that block.
+    pub fn arg(&self, out: &[usize]) -> Arg<'_> {
         let mut flat = 0;
+        let mut shape = Vec::with_capacity(self.chunks.len());
         for (axis, c) in self.chunks.iter().enumerate() {
             let i = match self.map.iter().position(|m| *m == Some(axis)) {
                 Some(o) if c.len() > 1 => out[o],
                 _ => 0,
             };
             flat = flat * c.len() + i;
+            shape.push(c[i] as i64);
         }
-        &self.blocks[flat]
+        match self.random {
+            None => Arg::Block(&self.blocks[flat]),
+            Some(seed) => {
+                let mut words = vec![chunk::block_seed(seed, flat as u64) as i64];
+                words.extend(shape);
+                Arg::Lit(chunk::i64s(&[words.len()], &words))
+            }
+        }
     }
 }
 
@@ -79,12 +92,13 @@ pub(crate) struct Expr {
 
 impl Expr {
     /// The identity expression of a materialised array.
-    pub fn leaf(blocks: Arc<Vec<Handle<Raw>>>, chunks: &[Vec<usize>]) -> Expr {
+    pub fn leaf(blocks: Arc<Vec<Handle<Raw>>>, chunks: &[Vec<usize>], random: Option<u64>) -> Expr {
         Expr {
             leaves: vec![Leaf {
                 blocks,
                 chunks: chunks.to_vec(),
                 map: (0..chunks.len()).map(Some).collect(),
+                random,
             }],
             code: vec![Op::Input(0)],
         }
@@ -190,7 +204,9 @@ impl Expr {
 
     /// Whether the expression is the transpose of one 2-D leaf.
     pub fn is_transpose(&self) -> bool {
-        self.code == [Op::Input(0)] && self.leaves[0].map == [Some(1), Some(0)]
+        self.code == [Op::Input(0)]
+            && self.leaves[0].map == [Some(1), Some(0)]
+            && self.leaves[0].random.is_none()
     }
 
     /// The program of the `fused` kernel for this expression over `ndim` axes.
@@ -201,7 +217,7 @@ impl Expr {
             .filter(|(_, r)| **r)
             .fold(0i64, |m, (o, _)| m | 1 << o);
         let mut words: Vec<i64> = vec![
-            1,
+            2,
             self.leaves.len() as i64,
             ndim as i64,
             reduce as i64,
@@ -210,6 +226,7 @@ impl Expr {
         for leaf in &self.leaves {
             words.extend(leaf.map.iter().map(|m| m.map_or(-1, |a| a as i64)));
         }
+        words.extend(self.leaves.iter().map(|l| i64::from(l.random.is_some())));
         for op in &self.code {
             match *op {
                 Op::Input(i) => words.extend([1, i as i64]),

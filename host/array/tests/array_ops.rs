@@ -348,6 +348,35 @@ async fn fused_expressions_match_ndarray() -> Result<()> {
                 scalar(centred.std(0.0)),
             )
             .await?;
+            // A random array: fused calls recompute its values from the seeds.
+            let r = da.random(&[n, n], &[c, c], 5);
+            let rv = r.compute().await?;
+            let seed1 = &rv + &rv.t() - &rv.mean_axis(Axis(0)).expect("non-empty");
+            let e = &r + &r.t() - &r.mean_axis(0);
+            check(
+                &label("random: (r + r.T - r.mean(axis=0)).sum()"),
+                &e.sum(),
+                scalar(seed1.sum()),
+            )
+            .await?;
+            check(
+                &label("random: r.T * 2 - r"),
+                &(r.t() * 2.0 - &r),
+                &rv.t() * 2.0 - &rv,
+            )
+            .await?;
+            check(
+                &label("random: r.std()"),
+                &r.std(),
+                population_var(&rv, None).mapv(f64::sqrt),
+            )
+            .await?;
+            check(
+                &label("random: r.max(axis=1)"),
+                &r.max_axis(1),
+                fold(&rv, Some(1), f64::NEG_INFINITY, f64::max),
+            )
+            .await?;
             // A 1-D vector broadcast against a transposed rectangle, and a 3-D transpose.
             let r = da.from_ndarray(&data(&[n], 13), &[c]);
             let rect = da.from_ndarray(&data(&[n, 4], 14), &[c, 3]);

@@ -6,11 +6,16 @@
 //! evaluated over (float64); `program` is an int64 list:
 //!
 //! ```text
-//! [1 (version), n_inputs, ndim, reduce, reduce_mask,
+//! [2 (version), n_inputs, ndim, reduce, reduce_mask,
 //!  map of input 0: ndim entries, map of input 1, ...,
+//!  kind of input 0, kind of input 1, ...,            (version 2; version 1 has none: all 0)
 //!  instructions...]
 //! ```
 //!
+//! - An input of kind 0 is a float64 chunk. An input of kind 1 is a random block that is never
+//!   materialised: the argument is an int64 list `[seed, shape...]` and element `i` (row-major
+//!   within that shape) is what the `random` kernel would put there, `uniform(seed, i)`; so an
+//!   expression over a random array recomputes its values instead of moving 8 MB blocks.
 //! - `map[o]` is the axis of the input that runs along output axis `o`, or -1: the input is
 //!   broadcast along `o`. Every input axis appears at most once; axes not mapped must have
 //!   length 1, and a mapped axis has the output's length or 1 (stretched). A transposed 2-D
@@ -71,6 +76,8 @@ enum Reduce {
 
 struct Program {
     maps: Vec<Vec<i64>>,
+    /// Per input: 0 a data chunk, 1 a random generator (see the module documentation).
+    kinds: Vec<i64>,
     code: Vec<Ins>,
     reduce: Reduce,
     mask: Vec<bool>,
@@ -84,8 +91,9 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
             None => bail!("fused: program cut short at word {i}"),
         }
     };
-    if get(0)? != 1 {
-        bail!("fused: program version {} (1 expected)", get(0)?);
+    let version = get(0)?;
+    if version != 1 && version != 2 {
+        bail!("fused: program version {version} (1 or 2 expected)");
     }
     let n_inputs = get(1)?;
     let ndim = get(2)?;
@@ -113,6 +121,16 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
             at += 1;
         }
         maps.push(map);
+    }
+    let mut kinds = vec![0; n_inputs];
+    if version == 2 {
+        for kind in &mut kinds {
+            *kind = get(at)?;
+            at += 1;
+            if *kind != 0 && *kind != 1 {
+                bail!("fused: unknown input kind {kind}");
+            }
+        }
     }
     let mut code = Vec::new();
     let mut depth = 0usize;
@@ -163,16 +181,33 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
     }
     Ok(Program {
         maps,
+        kinds,
         code,
         reduce,
         mask,
     })
 }
 
-/// One input: its data and its strides along the output's axes (0 where broadcast).
+/// One input: its data (or random generator) and its strides along the output's axes (0
+/// where broadcast).
 struct Input<'a> {
     data: &'a [u8],
+    /// The seed of a random input, whose element `i` (row-major) is `uniform(seed, i)`.
+    seed: Option<u64>,
     strides: Vec<usize>,
+}
+
+/// Reads a random generator input: an int64 list `[seed, shape...]`.
+fn generator(bytes: &[u8], k: usize) -> Result<(Meta, u64)> {
+    let words = chunk::to_i64_list(bytes, "fused: random input")?;
+    let Some((&seed, dims)) = words.split_first() else {
+        bail!("fused: random input {k} is empty");
+    };
+    if dims.len() > chunk::MAX_NDIM || dims.iter().any(|&d| d < 0) {
+        bail!("fused: random input {k} has a bad shape {dims:?}");
+    }
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    Ok((Meta::new(DType::F64, &shape), seed as u64))
 }
 
 /// `fused(program, spec, inputs...)`: see the module documentation.
@@ -195,7 +230,13 @@ pub fn fused(program: &[u8], spec: &[u8], inputs: Vec<Vec<u8>>) -> Result<Vec<u8
     }
     let mut ins = Vec::with_capacity(inputs.len());
     for (k, (bytes, map)) in inputs.iter().zip(&prog.maps).enumerate() {
-        let (meta, at) = parse(bytes, "fused: input")?;
+        let (meta, at, seed) = if prog.kinds[k] == 1 {
+            let (meta, seed) = generator(bytes, k)?;
+            (meta, bytes.len(), Some(seed))
+        } else {
+            let (meta, at) = parse(bytes, "fused: input")?;
+            (meta, at, None)
+        };
         if meta.dtype != DType::F64 {
             bail!(
                 "fused: input {k} is {}, float64 expected",
@@ -237,6 +278,7 @@ pub fn fused(program: &[u8], spec: &[u8], inputs: Vec<Vec<u8>>) -> Result<Vec<u8
         }
         ins.push(Input {
             data: &bytes[at..],
+            seed,
             strides: st,
         });
     }
@@ -390,15 +432,11 @@ fn run_tile(
             Ins::Input(k) => {
                 let slot = &mut stack[sp * TILE..(sp + 1) * TILE];
                 let (rs, cs) = in_rc[k];
-                load_tile(
-                    slot,
-                    ins[k].data,
-                    bases[k] + i0 * rs + j0 * cs,
-                    rs,
-                    cs,
-                    tr,
-                    tc,
-                );
+                let base = bases[k] + i0 * rs + j0 * cs;
+                match ins[k].seed {
+                    None => load_tile(slot, ins[k].data, base, rs, cs, tr, tc),
+                    Some(seed) => random_tile(slot, seed, base, rs, cs, tr, tc),
+                }
                 sp += 1;
             }
             Ins::Const(v) => {
@@ -436,6 +474,19 @@ simd_fn! {
                         *d = f64::load(&data[p..p + 8]);
                     }
                 }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Generates a `tr x tc` window of a random input: element offset `o` of the source block
+    /// is `uniform(seed, o)`, as the `random` kernel makes it.
+    fn random_tile(slot: &mut [f64], seed: u64, base: usize, rs: usize, cs: usize, tr: usize, tc: usize) {
+        for r in 0..tr {
+            let at = base + r * rs;
+            for (c, d) in slot[r * TC..r * TC + tc].iter_mut().enumerate() {
+                *d = crate::ops::uniform(seed, (at + c * cs) as u64);
             }
         }
     }

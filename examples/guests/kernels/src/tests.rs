@@ -576,3 +576,46 @@ fn fused_refuses_bad_programs() {
         .is_err()
     );
 }
+
+#[test]
+fn fused_random_inputs_match_the_random_kernel() {
+    let (n, m) = (13usize, 70usize);
+    let seed = 0x1234_5678_9abc_def0u64;
+    let x = call(
+        "random",
+        vec![spec(DType::F64, &[n, m]), from_i64(&[], &[seed as i64])],
+    )
+    .unwrap();
+    let xv = to_f64(&x).unwrap().1;
+    let gen_x = from_i64(&[3], &[seed as i64, n as i64, m as i64]);
+    // x.T * 2 over (m, n), from the generator and from the block: equal bit for bit.
+    let two = 2.0f64.to_bits() as i64;
+    let mut words = vec![2, 1, 2, 0, 0, 1, 0, 1];
+    words.extend_from_slice(&[1, 0, 2, two, 12]);
+    let prog = from_i64(&[words.len()], &words);
+    let (shape, got) = run(
+        "fused",
+        vec![prog, spec(DType::F64, &[m, n]), gen_x.clone()],
+    );
+    assert_eq!(shape, vec![m, n]);
+    let want: Vec<f64> = (0..m * n).map(|e| xv[(e % n) * m + e / n] * 2.0).collect();
+    assert_eq!(got, want);
+    // Mixed with a data input, and a sum along axis 0.
+    let mut words = vec![2, 2, 2, 1, 1, 0, 1, 0, 1, 1, 0];
+    words.extend_from_slice(&[1, 0, 1, 1, 11]);
+    let prog = from_i64(&[words.len()], &words);
+    let (shape, got) = run(
+        "fused",
+        vec![prog, spec(DType::F64, &[n, m]), gen_x.clone(), x.clone()],
+    );
+    assert_eq!(shape, vec![1, m]);
+    assert!(got.iter().all(|&v| v == 0.0));
+    let bad = from_i64(&[words.len()], &words);
+    assert!(
+        call(
+            "fused",
+            vec![bad, spec(DType::F64, &[n, m]), x.clone(), gen_x]
+        )
+        .is_err()
+    );
+}
