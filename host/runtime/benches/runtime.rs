@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use taskhost_guest_artifacts::EXAMPLE_GUEST;
-use taskhost_runtime::{Limits, Runtime, RuntimeConfig};
+use taskhost_runtime::{CancelToken, Limits, Runtime, RuntimeConfig, RuntimeError};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -25,7 +25,7 @@ fn main() {
     let bytes = taskhost_guest_artifacts::read(EXAMPLE_GUEST);
     let limits = Limits::default();
     let mut rows: Vec<(String, String, String)> = Vec::new();
-    // `BENCH_ONLY=noop` (or `load`, `bulk`, `echo`, `byte_len`, `bytes`) runs one part.
+    // `BENCH_ONLY=noop` (or `load`, `cancel`, `bulk`, `echo`, `byte_len`, `bytes`) runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only == part;
 
@@ -104,6 +104,43 @@ fn main() {
                 us(percentile(&samples, 0.99)),
                 us(cpu)
             ),
+        ));
+    }
+
+    // Cancellation latency: from `CancelToken::cancel` to `execute_cancellable` returning, for
+    // a task spinning in guest code and for one sleeping on a WASI clock.
+    for function in ["spin", "sleep"] {
+        if !wanted("cancel") {
+            continue;
+        }
+        let args = if function == "sleep" {
+            vec![postcard::to_allocvec(&3_600_000u64).unwrap()]
+        } else {
+            vec![]
+        };
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let token = CancelToken::new();
+            let latency = std::thread::scope(|scope| {
+                let task = scope.spawn(|| {
+                    let result = runtime.execute_cancellable(&id, function, &args, &limits, &token);
+                    (result, Instant::now())
+                });
+                std::thread::sleep(Duration::from_millis(20));
+                let cancelled = Instant::now();
+                token.cancel();
+                let (result, returned) = task.join().unwrap();
+                assert!(matches!(result, Err(RuntimeError::Cancelled)), "{result:?}");
+                returned.saturating_duration_since(cancelled)
+            });
+            samples.push(latency);
+        }
+        samples.sort();
+        rows.push((
+            format!("cancel a task in `{function}` (cancel() to return)"),
+            format!("median {}", us(percentile(&samples, 0.5))),
+            format!("max {}", us(samples[samples.len() - 1])),
         ));
     }
 

@@ -13,8 +13,7 @@ use wasmtime::{Engine, EngineWeak};
 /// its `execute_cancellable` returns [`crate::RuntimeError::Cancelled`]:
 /// - a task running guest code stops within microseconds (cancelling bumps the engine's epoch,
 ///   so the task checks at once rather than at the next epoch tick);
-/// - a task waiting on a `wasi:clocks` subscription (a guest `sleep`) wakes within a few
-///   milliseconds;
+/// - a task waiting on a `wasi:clocks` subscription (a guest `sleep`) is woken at once;
 /// - a task not started yet is not started.
 ///
 /// A token is meant for one task (or one group of tasks cancelled together) on one
@@ -42,6 +41,8 @@ impl CancelToken {
     /// Cancels every task this token was or will be given to.
     pub fn cancel(&self) {
         self.state.cancelled.store(true, Ordering::SeqCst);
+        // Wakes tasks waiting on a clock subscription.
+        self.state.wake.notify_waiters();
         if let Some(engine) = self.state.engine.get().and_then(EngineWeak::upgrade) {
             // Every running store of this engine checks its interruption now instead of at the
             // next tick; the others just continue.
@@ -59,6 +60,8 @@ impl CancelToken {
 #[derive(Default)]
 pub(crate) struct CancelState {
     cancelled: AtomicBool,
+    /// Notified on cancellation, for clock waits.
+    pub(crate) wake: tokio::sync::Notify,
     /// The engine of the first runtime the token was used with, whose epoch `cancel` bumps.
     engine: OnceLock<EngineWeak>,
 }

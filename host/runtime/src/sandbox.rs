@@ -138,9 +138,6 @@ impl HostMonotonicClock for TaskClock {
     }
 }
 
-/// How often a waiting clock subscription checks for cancellation.
-const CANCEL_POLL: Duration = Duration::from_millis(2);
-
 /// A `wasi:clocks/monotonic-clock` subscription bounded by the task's deadline and its
 /// cancellation: the only way a guest can block in the sandbox (there are no files, sockets
 /// or stdin to wait on), so it must not outlive the task.
@@ -154,20 +151,21 @@ struct BoundedWait {
 #[wasmtime_wasi::async_trait]
 impl Pollable for BoundedWait {
     async fn ready(&mut self) {
-        loop {
-            if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                return;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= self.until {
-                return;
-            }
-            let step = if self.cancel.is_some() {
-                self.until.min(now + CANCEL_POLL)
-            } else {
-                self.until
-            };
-            tokio::time::sleep_until(step).await;
+        let Some(cancel) = &self.cancel else {
+            tokio::time::sleep_until(self.until).await;
+            return;
+        };
+        // Register for the wake-up before looking at the flag, so that a cancellation between
+        // the two is not missed.
+        let woken = cancel.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if cancel.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.until) => {}
+            _ = woken => {}
         }
     }
 }
