@@ -435,3 +435,53 @@ async fn workers_exit_with_a_clear_message_when_the_scheduler_stops() -> Result<
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_follows_the_cluster_until_interrupted() -> Result<()> {
+    let cluster = Cluster::start(1)?;
+    let ticket = cluster.ticket.to_string();
+    let mut watch = Process::spawn(
+        &[
+            "status",
+            "--ticket",
+            &ticket,
+            "--watch",
+            "--json",
+            "--interval-ms",
+            "100",
+        ],
+        cluster.dir.path(),
+        "watch",
+    )?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+    let g = Graph::new();
+    let n = 8;
+    let root = slow_tree(&g, &m, n, 300_000)?;
+    let futures = client.submit(std::slice::from_ref(&root)).await?;
+    // One JSON object per refresh; one of them shows the tasks running.
+    let deadline = Instant::now() + RUN;
+    let mut seen = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = watch
+            .lines
+            .recv_timeout(left)
+            .map_err(|_| anyhow::anyhow!("no running tasks seen; log:\n{}", watch.log_text()))?;
+        let status: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("--watch --json printed {line:?}"))?;
+        seen += 1;
+        assert_eq!(status["workers"].as_array().map(Vec::len), Some(1));
+        if status["tasks"]["processing"].as_u64() > Some(0) {
+            break;
+        }
+    }
+    assert!(seen >= 1);
+    let value = tokio::time::timeout(RUN, futures[0].result()).await??;
+    assert_eq!(value, (0..n).sum::<usize>() as f64);
+    watch.signal("INT");
+    let status = watch.wait_exit(Duration::from_secs(10))?;
+    assert!(status.success(), "--watch ended with {status}");
+    client.close().await;
+    Ok(())
+}

@@ -82,7 +82,11 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
                 acc.arg(Raw(arg.into()))
             });
         let handle = graph.call_with::<Raw>(&module, &function, inputs, &options)?;
+        // A spinner with the cluster's task counts while the task runs (hidden unless stderr
+        // is a terminal).
+        let bar = client.progress_bar();
         let result = client.compute(&handle).await;
+        drop(bar);
         client.close().await;
         anyhow::Ok(result.with_context(|| format!("running {}/{}", id.short(), function))?)
     })??;
