@@ -403,8 +403,10 @@ impl Runtime {
     /// runs), the task is stopped and this returns [`RuntimeError::Cancelled`]. See
     /// [`CancelToken`] for how quickly a task stops.
     ///
-    /// A result that was complete before the cancellation is still returned; a cancellation
-    /// never leaves the runtime in a bad state (the task's store is dropped as after a trap).
+    /// A task that finished before the cancellation reached it returns its result (a task that
+    /// waited on a clock may be reported `Cancelled` if the cancellation races with its
+    /// return). A cancellation never leaves the runtime in a bad state: the task's store is
+    /// dropped as after a trap, and other tasks are not affected.
     pub fn execute_cancellable(
         &self,
         id: &ModuleId,
