@@ -8,7 +8,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use taskhost_client::{CallOptions, Client, Error, FailureKind, Graph, Handle, JoinTicket, Module};
+use taskhost_client::{
+    CallOptions, Client, Error, FailureKind, Graph, Handle, JoinTicket, Module, Raw,
+};
 
 const START: Duration = Duration::from_secs(30);
 const RUN: Duration = Duration::from_secs(120);
@@ -482,6 +484,38 @@ async fn status_watch_follows_the_cluster_until_interrupted() -> Result<()> {
     watch.signal("INT");
     let status = watch.wait_exit(Duration::from_secs(10))?;
     assert!(status.success(), "--watch ended with {status}");
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_holder_died_is_recomputed_for_the_client() -> Result<()> {
+    let mut cluster = Cluster::start(2)?;
+    let client = cluster.client().await?;
+    let m = example_module(&client).await?;
+    let g = Graph::new();
+    // Too large to travel inline: the result stays on the worker that computed it.
+    let input = vec![5u8; 1 << 20];
+    let big = g.call::<Raw>(&m, "echo", (Raw::from(input.clone()),))?;
+    let futures = client.submit(std::slice::from_ref(&big)).await?;
+    tokio::time::timeout(RUN, client.wait(&futures)).await?;
+    let status = client.status().await?;
+    let holder = status
+        .workers
+        .iter()
+        .find(|w| w.chunks > 0)
+        .context("no worker holds the result")?;
+    let index = holder
+        .name
+        .strip_prefix('w')
+        .and_then(|n| n.parse::<usize>().ok())
+        .context("worker names are w1, w2")?
+        - 1;
+    cluster.workers[index].kill(); // SIGKILL, before the client fetched anything
+    let value = tokio::time::timeout(RUN, futures[0].result())
+        .await
+        .context("the result was not recomputed")??;
+    assert_eq!(value.0, input);
     client.close().await;
     Ok(())
 }

@@ -29,6 +29,13 @@ use crate::module::{FunctionInfo, Module};
 /// Largest control frame (a module upload is one frame; the scheduler accepts 64 MiB modules).
 const MAX_FRAME: usize = 65 << 20;
 
+/// How many times a result whose holders cannot serve it is waited for again (the scheduler
+/// recomputes it elsewhere) before the fetch error is returned.
+const RELOCATE_ATTEMPTS: u32 = 3;
+
+/// How long to wait each time for the scheduler to say where such a result is now.
+const RELOCATE_WAIT: Duration = Duration::from_secs(60);
+
 /// Where a finished key's result is.
 #[derive(Clone)]
 enum Location {
@@ -76,9 +83,12 @@ struct State {
 
 impl State {
     fn set(&mut self, key: &TaskKey, state: KeyState) {
-        if let Some(e) = self.keys.get_mut(key)
-            && !matches!(e.state, KeyState::Done(_))
-        {
+        if let Some(e) = self.keys.get_mut(key) {
+            // A finished key only moves to a new location: the scheduler recomputed a result
+            // whose holders were lost and delivers it again.
+            if matches!(e.state, KeyState::Done(_)) && !matches!(state, KeyState::Done(_)) {
+                return;
+            }
             e.state = state;
             e.notify.notify_waiters();
         }
@@ -458,9 +468,64 @@ impl ClientInner {
     }
 
     pub(crate) async fn result_bytes(&self, key: TaskKey) -> Result<Bytes> {
-        match self.wait_location(key).await? {
-            Location::Inline(bytes) => Ok(bytes),
-            Location::Workers(holders) => self.fetch(key, &holders).await,
+        let mut location = self.wait_location(key).await?;
+        let mut attempts = 0;
+        loop {
+            let holders = match location {
+                Location::Inline(bytes) => return Ok(bytes),
+                Location::Workers(holders) => holders,
+            };
+            let error = match self.fetch(key, &holders).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(error) => error,
+            };
+            // The holders died or lost the chunk: once the scheduler notices (a closed
+            // connection, a missed heartbeat, or the holder's own report), it computes the
+            // result again and says where it is now.
+            attempts += 1;
+            if attempts > RELOCATE_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::debug!(key = %key.short(), %error, "result unavailable; waiting for it to be recomputed");
+            location =
+                match tokio::time::timeout(RELOCATE_WAIT, self.wait_moved(key, &holders)).await {
+                    Ok(Some(state)) => match state {
+                        KeyState::Done(location) => location,
+                        KeyState::Failed(failure) => return Err(Error::Task { key, failure }),
+                        KeyState::Lost(reason) => return Err(Error::ConnectionLost(reason)),
+                        KeyState::Rejected(reason) => return Err(Error::SubmitRejected { reason }),
+                        KeyState::Pending => return Err(error),
+                    },
+                    Ok(None) | Err(_) => return Err(error),
+                };
+        }
+    }
+
+    /// Waits until `key` has left `Done` at `holders`: a new location, or an end state. `None`
+    /// when the key is no longer referenced.
+    async fn wait_moved(&self, key: TaskKey, holders: &[SocketAddr]) -> Option<KeyState> {
+        loop {
+            let notify = {
+                let st = self.state.lock();
+                let e = st.keys.get(&key)?;
+                match &e.state {
+                    KeyState::Done(Location::Workers(h)) if h == holders => e.notify.clone(),
+                    KeyState::Pending => e.notify.clone(),
+                    other => return Some(other.clone()),
+                }
+            };
+            let mut notified = pin!(notify.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.state.lock();
+                match st.keys.get(&key).map(|e| &e.state) {
+                    None => return None,
+                    Some(KeyState::Done(Location::Workers(h))) if h == holders => {}
+                    Some(KeyState::Pending) => {}
+                    Some(other) => return Some(other.clone()),
+                }
+            }
+            notified.await;
         }
     }
 
