@@ -206,6 +206,17 @@ fn kernel_timings() -> Result<()> {
     let row1 = chunk::encode_f64(&chunk::decode_f64(&row)?.into_shape_with_order(IxDyn(&[n]))?);
     let fused_map = program(2, 0, 0, maps, &code);
     let fused_sum = program(2, 1, 3, maps, &code);
+    // The same with x recomputed from its seed (program version 2: inputs 0 and 1 random).
+    let gen_sum = {
+        let mut w: Vec<i64> = vec![2, 3, 2, 1, 3];
+        for m in maps {
+            w.extend_from_slice(m);
+        }
+        w.extend_from_slice(&[1, 1, 0]);
+        w.extend_from_slice(&code);
+        chunk::i64s(&[w.len()], &w)
+    };
+    let gen_x = chunk::i64s(&[3], &[1, n as i64, n as i64]);
     // x.T + 1 (the matmul's B operand) and moments(x - m).
     let plus = program(2, 0, 0, &[&[1, 0]], &[2, 1f64.to_bits() as i64, 1, 0, 10]);
     let centred = program(2, 4, 3, &[&[0, 1], &[-1, -1]], &[1, 0, 1, 1, 11]);
@@ -230,6 +241,11 @@ fn kernel_timings() -> Result<()> {
             "fused",
             vec![&fused_sum, &spec, &xb, &xb, &row1],
         ),
+        (
+            "fused sum from seeds",
+            "fused",
+            vec![&gen_sum, &spec, &gen_x, &gen_x, &row1],
+        ),
         ("fused x.T+1", "fused", vec![&plus, &spec, &xb]),
         (
             "fused moments(x-m)",
@@ -239,6 +255,20 @@ fn kernel_timings() -> Result<()> {
         ("matmul", "matmul", vec![&xb, &yb]),
         ("matmul_sum 2 pairs", "matmul_sum", pairs),
     ];
+    // Whether the engine lowers `f64x2.relaxed_madd` to a fused multiply-add: the product
+    // (1 + 2^-30)(1 - 2^-30) = 1 - 2^-60, added to -1 by the micro-kernel's second step, is
+    // -2^-60 when fused and 0 when the product is rounded first.
+    let e = 2f64.powi(-30);
+    let a = chunk::encode_f64(&ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.0, 1.0 + e])?);
+    let b = chunk::encode_f64(&ArrayD::from_shape_vec(
+        IxDyn(&[2, 1]),
+        vec![-1.0, 1.0 - e],
+    )?);
+    let fma = k.f64("matmul", &[&a, &b])?[[0, 0]];
+    println!(
+        "relaxed_madd lowered to a fused multiply-add: {}",
+        fma != 0.0
+    );
     println!(
         "{:>24}  {:>11}  {:>11}  {:>11}",
         "kernel", "wall", "CPU", "CPU no fuel"
