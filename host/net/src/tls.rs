@@ -82,15 +82,14 @@ pub(crate) fn server_config(identity: &ServerIdentity) -> Result<rustls::ServerC
 
 pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, NetError> {
     let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        Trust::PinnedCa(hash) => Arc::new(PinnedCaVerifier {
-            hash: *hash,
-            provider: provider.clone(),
-        }),
-        Trust::TokenOnly => Arc::new(TokenOnlyVerifier {
-            provider: provider.clone(),
-        }),
+    let pin = match trust {
+        Trust::PinnedCa(hash) => Some(*hash),
+        Trust::TokenOnly => None,
     };
+    let verifier: Arc<dyn ServerCertVerifier> = Arc::new(ServerVerifier {
+        pin,
+        provider: provider.clone(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -112,14 +111,17 @@ impl std::fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
-/// Checks the server chain against a CA pinned by fingerprint.
+/// Checks the server's certificate: against a CA pinned by fingerprint when `pin` is set
+/// (connections to the scheduler); otherwise any certificate is accepted and authentication
+/// comes from the hello's token proofs (connections between workers). Either way the
+/// handshake signatures prove that the server holds its certificate's key.
 #[derive(Debug)]
-struct PinnedCaVerifier {
-    hash: CaHash,
+struct ServerVerifier {
+    pin: Option<CaHash>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCaVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -128,12 +130,14 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(ca) = intermediates.iter().find(|c| CaHash::of(c) == self.hash) else {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let Some(ca) = intermediates.iter().find(|c| CaHash::of(c) == pin) else {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch(
                     format!(
-                        "the server's CA does not match the pinned {} (wrong cluster or wrong ticket)",
-                        self.hash
+                        "the server's CA does not match the pinned {pin} (wrong cluster or wrong ticket)"
                     ),
                 )))),
             ));
@@ -147,60 +151,6 @@ impl ServerCertVerifier for PinnedCaVerifier {
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts any server certificate but checks that the server holds its key; authentication
-/// comes from the hello's token proofs.
-#[derive(Debug)]
-struct TokenOnlyVerifier {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for TokenOnlyVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use taskhost_net::{ControlOptions, Established, Listener, serve_bulk};
+use taskhost_net::{
+    Connection, ControlOptions, ControlStream, Established, Listener, NetError, serve_bulk,
+};
 use taskhost_proto::{BulkRequest, ClientEvent, ClientRequest, Role, WorkerCommand, WorkerReport};
 use taskhost_scheduler_core::{ClientId, WorkerId};
 use tokio::sync::mpsc;
@@ -29,43 +31,52 @@ pub(crate) async fn accept_loop(
     let next_id = Arc::new(AtomicU64::new(1));
     while let Some(established) = listener.accept().await {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        match established.connection.peer_role() {
+        let Established {
+            connection,
+            control,
+        } = established;
+        let peer = Peer {
+            connection,
+            control,
+            events: events.clone(),
+            modules: modules.clone(),
+        };
+        match peer.connection.peer_role() {
             Role::Client => {
-                tokio::spawn(client_connection(
-                    ClientId(id),
-                    established,
-                    events.clone(),
-                    modules.clone(),
-                ));
+                tokio::spawn(client_connection(ClientId(id), peer));
             }
             Role::Worker => {
-                tokio::spawn(worker_connection(
-                    WorkerId(id),
-                    established,
-                    events.clone(),
-                    modules.clone(),
-                ));
+                tokio::spawn(worker_connection(WorkerId(id), peer));
             }
             other => {
                 tracing::warn!(role = %other, "unexpected peer role at the scheduler");
-                established
-                    .connection
+                peer.connection
                     .close("the scheduler admits clients and workers only");
             }
         }
     }
 }
 
-async fn client_connection(
-    id: ClientId,
-    established: Established,
+/// An authenticated connection and what its task needs.
+struct Peer {
+    connection: Connection,
+    control: ControlStream,
     events: mpsc::UnboundedSender<Event>,
     modules: Arc<ModuleStore>,
-) {
-    let Established {
+}
+
+/// Closes a connection whose peer sent what is not a valid message, saying why.
+fn close_malformed(connection: &Connection, err: &NetError) {
+    connection.close(&format!("bad message: {err}"));
+}
+
+async fn client_connection(id: ClientId, peer: Peer) {
+    let Peer {
         connection,
         control,
-    } = established;
+        events,
+        modules,
+    } = peer;
     let options = ControlOptions {
         max_frame: CLIENT_MAX_FRAME,
         ..ControlOptions::default()
@@ -117,7 +128,7 @@ async fn client_connection(
             Ok(None) => break,
             Err(err) => {
                 tracing::warn!(client = id.0, %err, "client connection failed");
-                connection.close(&format!("bad message: {err}"));
+                close_malformed(&connection, &err);
                 break;
             }
         }
@@ -125,16 +136,13 @@ async fn client_connection(
     let _ = events.send(Event::ClientLeft { id });
 }
 
-async fn worker_connection(
-    id: WorkerId,
-    established: Established,
-    events: mpsc::UnboundedSender<Event>,
-    modules: Arc<ModuleStore>,
-) {
-    let Established {
+async fn worker_connection(id: WorkerId, peer: Peer) {
+    let Peer {
         connection,
         control,
-    } = established;
+        events,
+        modules,
+    } = peer;
     let (tx, mut rx) = control.split::<WorkerCommand, WorkerReport>();
     let remote = connection.remote_address();
     let register = match tokio::time::timeout(REGISTER_TIMEOUT, rx.recv()).await {
@@ -152,7 +160,7 @@ async fn worker_connection(
         Ok(Ok(None)) => return,
         Ok(Err(err)) => {
             tracing::warn!(%remote, %err, "worker connection failed before registering");
-            connection.close(&format!("bad message: {err}"));
+            close_malformed(&connection, &err);
             return;
         }
         Err(_) => {
@@ -200,7 +208,7 @@ async fn worker_connection(
                 }
             }
             Err(err) => {
-                connection.close(&format!("bad message: {err}"));
+                close_malformed(&connection, &err);
                 break err.to_string();
             }
         }
