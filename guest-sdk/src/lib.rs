@@ -149,6 +149,25 @@ pub mod __private {
         }
     }
 
+    /// What a raw task function may take: a borrowed `&[u8]`, or an owned `Vec<u8>` (the
+    /// argument's own buffer, moved in without a copy: return it to answer with it).
+    pub trait RawInput<'a> {
+        /// Takes the argument.
+        fn from_arg(arg: &'a mut Vec<u8>) -> Self;
+    }
+
+    impl<'a> RawInput<'a> for &'a [u8] {
+        fn from_arg(arg: &'a mut Vec<u8>) -> Self {
+            arg.as_slice()
+        }
+    }
+
+    impl<'a> RawInput<'a> for Vec<u8> {
+        fn from_arg(arg: &'a mut Vec<u8>) -> Self {
+            std::mem::take(arg)
+        }
+    }
+
     /// What a raw task function may return.
     pub trait RawOutput {
         /// The bytes to return, or the task error.
@@ -208,7 +227,8 @@ pub mod __private {
 /// - `fn name(...) -> Result<T, E> { ... }`: typed and fallible; `Err(e)` becomes the `failed`
 ///   task error with `e.to_string()` (`E: Display`).
 /// - `raw fn name(a: &[u8], ...) -> Vec<u8> { ... }`: bytes in, bytes out, no encoding; it may
-///   also return `Result<Vec<u8>, E>`.
+///   also return `Result<Vec<u8>, E>`. An argument may be taken as `Vec<u8>` instead: the
+///   argument's own buffer, moved in without a copy (to be modified in place or returned).
 ///
 /// The functions stay callable from Rust as ordinary functions of the crate.
 #[macro_export]
@@ -315,12 +335,15 @@ macro_rules! __export_tasks_call {
     (raw, $name:ident, $args:ident, [$($arg:ident : $ty:ty),*]) => {{
         let expected = <[&str]>::len(&[$(stringify!($arg)),*]);
         $crate::__private::check_arity(stringify!($name), expected, &$args)?;
+        #[allow(unused_mut)]
+        let mut $args = $args;
         #[allow(unused_mut, unused_variables)]
-        let mut __inputs = $args.iter();
+        let mut __inputs = $args.iter_mut();
         $(
+            // The arity was checked: every argument is there.
             let $arg: $ty = match __inputs.next() {
-                Some(bytes) => bytes.as_slice(),
-                None => &[],
+                Some(bytes) => $crate::__private::RawInput::from_arg(bytes),
+                None => return Err($crate::TaskError::InvalidInput(::std::string::String::from("missing argument"))),
             };
         )*
         $crate::__private::RawOutput::into_output($name($($arg),*))
