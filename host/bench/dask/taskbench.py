@@ -38,7 +38,7 @@ def kernel(micros, salt, *deps):
     return v & MASK
 
 
-def shape_deps(shape, radix, i, width):
+def shape_deps(shape, radix, i, width, t=1):
     if shape == "no_comm":
         d = [i]
     elif shape == "stencil_1d":
@@ -47,6 +47,10 @@ def shape_deps(shape, radix, i, width):
         d = [j for j in range(i - (radix - 1) // 2, i + radix // 2 + 1) if 0 <= j < width]
     elif shape == "spread":
         d = [(i + k * width // max(1, radix)) % width for k in range(radix)]
+    elif shape == "fft":
+        levels = max(2, width).bit_length() - 1
+        stride = 1 << ((max(1, t) - 1) % levels)
+        d = [j for j in (i - stride, i, i + stride) if 0 <= j < width]
     else:
         raise ValueError(shape)
     return sorted(set(d))
@@ -87,8 +91,8 @@ def build(shape, radix, width, height, micros, nonce):
         wanted = level
     else:
         row = [leaf(i) for i in range(width)]
-        deps = [shape_deps(shape, radix, i, width) for i in range(width)]
         for t in range(1, height):
+            deps = [shape_deps(shape, radix, i, width, t) for i in range(width)]
             row = [node(("p", nonce, t, i), [row[j] for j in deps[i]]) for i in range(width)]
         wanted = row
     return dsk, wanted, [val[k] for k in wanted], len(dsk)
@@ -223,7 +227,8 @@ def suite_specs(a):
     tw = min(1000, max(1, a.trivial_tasks))
     th = -(-a.trivial_tasks // tw)
     specs = [["trivial", 3, tw, cap(lambda h: tw * h, th, a.max_tasks), 0]]
-    for shape, radix in (("no_comm", 3), ("stencil_1d", 3), ("nearest", 5), ("spread", 3)):
+    for shape, radix in (("no_comm", 3), ("stencil_1d", 3), ("nearest", 5), ("spread", 3),
+                         ("fft", 3)):
         specs.append([shape, radix, 100, cap(lambda h: 100 * h, s(100), a.max_tasks), 0])
     w = 1
     while w < s(8192):

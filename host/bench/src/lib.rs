@@ -38,6 +38,9 @@ pub enum Shape {
         /// K, at most [`MAX_ARITY`].
         radix: usize,
     },
+    /// Butterflies, as in Task Bench's FFT pattern: task (t, i) depends on (t-1, i - s),
+    /// (t-1, i) and (t-1, i + s), those that exist, with stride s = 2^((t-1) mod log2 W).
+    Fft,
     /// A binary tree reduction of W leaves (H is ignored): W - 1 inner tasks for a power of 2.
     Tree,
     /// RSDS merge-N with N = W: W independent tasks and their merge. One call takes at most
@@ -46,7 +49,7 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Parses `trivial`, `no_comm`, `stencil_1d`, `nearest`, `spread`, `tree`, `merge`
+    /// Parses `trivial`, `no_comm`, `stencil_1d`, `nearest`, `spread`, `fft`, `tree`, `merge`
     /// (`radix` applies to `nearest` and `spread`).
     pub fn parse(name: &str, radix: usize) -> Result<Shape> {
         Ok(match name.replace('-', "_").as_str() {
@@ -55,10 +58,11 @@ impl Shape {
             "stencil_1d" | "stencil" => Shape::Stencil1d,
             "nearest" => Shape::Nearest { radix },
             "spread" => Shape::Spread { radix },
+            "fft" => Shape::Fft,
             "tree" => Shape::Tree,
             "merge" => Shape::Merge,
             other => bail!(
-                "unknown shape {other:?} (trivial, no_comm, stencil_1d, nearest, spread, tree, merge)"
+                "unknown shape {other:?} (trivial, no_comm, stencil_1d, nearest, spread, fft, tree, merge)"
             ),
         })
     }
@@ -71,6 +75,7 @@ impl Shape {
             Shape::Stencil1d => "stencil_1d".into(),
             Shape::Nearest { radix } => format!("nearest-{radix}"),
             Shape::Spread { radix } => format!("spread-{radix}"),
+            Shape::Fft => "fft".into(),
             Shape::Tree => "tree".into(),
             Shape::Merge => "merge".into(),
         }
@@ -84,13 +89,19 @@ impl Shape {
             Shape::Stencil1d,
             Shape::Nearest { radix: 3 },
             Shape::Spread { radix: 3 },
+            Shape::Fft,
             Shape::Tree,
             Shape::Merge,
         ]
     }
 
-    /// The dependencies of point `i` of a step after the first, for the step-wise shapes.
-    fn deps(&self, i: usize, width: usize) -> Vec<usize> {
+    /// Whether the dependencies differ from step to step.
+    fn varies_by_step(&self) -> bool {
+        *self == Shape::Fft
+    }
+
+    /// The dependencies of point `i` of step `t` >= 1, for the step-wise shapes.
+    fn deps(&self, i: usize, width: usize, t: usize) -> Vec<usize> {
         let w = width as isize;
         let i = i as isize;
         let mut deps: Vec<usize> = match *self {
@@ -109,6 +120,15 @@ impl Shape {
             Shape::Spread { radix } => (0..radix)
                 .map(|k| ((i as usize) + k * width / radix.max(1)) % width)
                 .collect(),
+            Shape::Fft => {
+                let levels = width.max(2).ilog2() as usize;
+                let stride = 1isize << ((t.max(1) - 1) % levels);
+                [i - stride, i, i + stride]
+                    .into_iter()
+                    .filter(|j| (0..w).contains(j))
+                    .map(|j| j as usize)
+                    .collect()
+            }
             _ => Vec::new(),
         };
         deps.sort_unstable();
@@ -262,8 +282,14 @@ pub fn build(g: &Graph, m: &Module, spec: &Spec, nonce: u64) -> Result<Built> {
         shape => {
             ensure!(spec.height >= 1, "the height is at least 1");
             let mut row: Vec<(Handle<Raw>, u64)> = (0..width).map(leaf).collect::<Result<_>>()?;
-            let deps_of: Vec<Vec<usize>> = (0..width).map(|i| shape.deps(i, width)).collect();
-            for _ in 1..spec.height {
+            let deps_at = |t: usize| -> Vec<Vec<usize>> {
+                (0..width).map(|i| shape.deps(i, width, t)).collect()
+            };
+            let mut deps_of = deps_at(1);
+            for t in 1..spec.height {
+                if t > 1 && shape.varies_by_step() {
+                    deps_of = deps_at(t);
+                }
                 let mut next = Vec::with_capacity(width);
                 for deps in &deps_of {
                     let d: Vec<(&Handle<Raw>, u64)> =
@@ -604,4 +630,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shape;
+
+    #[test]
+    fn fft_strides_double_each_step_and_wrap_after_log2_width() {
+        let deps = |i, t| Shape::Fft.deps(i, 8, t);
+        assert_eq!(deps(3, 1), vec![2, 3, 4]);
+        assert_eq!(deps(3, 2), vec![1, 3, 5]);
+        assert_eq!(deps(3, 3), vec![3, 7]);
+        assert_eq!(deps(3, 4), vec![2, 3, 4]);
+        assert_eq!(deps(0, 2), vec![0, 2]);
+        // A width below 2 has one level: stride 1.
+        assert_eq!(Shape::Fft.deps(0, 1, 5), vec![0]);
+    }
 }

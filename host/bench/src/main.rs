@@ -55,7 +55,7 @@ struct ClusterArgs {
 enum Cmd {
     /// Runs one shape.
     Run {
-        /// trivial, no_comm, stencil_1d, nearest, spread, tree, merge.
+        /// trivial, no_comm, stencil_1d, nearest, spread, fft, tree, merge.
         #[arg(long, default_value = "stencil_1d")]
         shape: String,
         /// Radix K of nearest and spread.
@@ -151,6 +151,7 @@ fn suite_specs(a: &SuiteArgs) -> Vec<Spec> {
         Shape::Stencil1d,
         Shape::Nearest { radix: 5 },
         Shape::Spread { radix: 3 },
+        Shape::Fft,
     ] {
         specs.push(Spec {
             shape,

@@ -29,8 +29,11 @@ async fn every_shape_gives_correct_results() -> Result<()> {
                 // `run` checks every gathered value and its size.
                 let r = t.run(&spec).await?;
                 assert!(r.tasks > 0 && r.wall_s > 0.0, "{r:?}");
-                // Points of nearest and spread with the same inputs are the same task.
-                if !matches!(shape, Shape::Spread { .. } | Shape::Nearest { .. }) {
+                // Points of nearest, spread and fft with the same inputs are the same task.
+                if !matches!(
+                    shape,
+                    Shape::Spread { .. } | Shape::Nearest { .. } | Shape::Fft
+                ) {
                     assert_eq!(r.tasks, spec.tasks(), "{}", shape.name());
                 }
             }
@@ -64,5 +67,68 @@ fn task_counts_match_the_shapes() {
     assert_eq!(spec(Shape::Tree, 8, 1).depth(), 4);
     assert_eq!(spec(Shape::Merge, 64, 1).tasks(), 64 + 8 + 1);
     assert_eq!(spec(Shape::Stencil1d, 4, 10).tasks(), 40);
-    assert!(Shape::parse("fft", 2).is_err());
+    assert_eq!(spec(Shape::Fft, 8, 4).tasks(), 32);
+    assert_eq!(Shape::parse("fft", 2).unwrap(), Shape::Fft);
+    assert!(Shape::parse("fft2", 2).is_err());
+}
+
+/// Runs the Dask side at tiny sizes on both of its schedulers, so that the scripts cannot rot:
+/// the script checks every result against the recurrence itself and exits non-zero on a
+/// mismatch. The first run creates the virtualenv with Dask (`host/bench/dask/run.sh`).
+#[test]
+fn the_dask_scripts_give_correct_results() -> Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dask/run.sh");
+    let dir = tempfile::tempdir()?;
+    for sched in ["threads", "cluster"] {
+        let out_path = dir.path().join(format!("{sched}.out"));
+        let err_path = dir.path().join(format!("{sched}.err"));
+        let mut child = std::process::Command::new("bash")
+            .args([
+                script,
+                "suite",
+                "--sched",
+                sched,
+                "--repeat",
+                "1",
+                "--trivial-tasks",
+                "200",
+                "--max-tasks",
+                "300",
+                "--scale",
+                "0.05",
+                "--iters",
+                "5",
+                "--start-us",
+                "2000",
+                "--target-s",
+                "0.02",
+                "--max-height",
+                "20",
+            ])
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .spawn()?;
+        // Bounded: the virtualenv is created once (a minute or two); a run takes seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(540);
+        while child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("the Dask suite ({sched}) did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = child.wait()?;
+        let stderr = std::fs::read_to_string(&err_path)?;
+        assert!(status.success(), "Dask suite ({sched}) failed:\n{stderr}");
+        let last = std::fs::read_to_string(&out_path)?
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        let report: serde_json::Value = serde_json::from_str(&last)?;
+        let runs = report["runs"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(runs >= 8, "every shape ran ({sched}): {last}");
+        assert!(report["summary"]["trivial_tasks_per_s"].as_u64() > Some(0));
+    }
+    Ok(())
 }
