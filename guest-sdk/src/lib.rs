@@ -31,6 +31,21 @@
 //!
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` file in
 //! `target/wasm32-wasip2/release/` is the component to hand to taskhost.
+//!
+//! ## Lean guests (no WASI)
+//!
+//! A `wasm32-wasip2` guest built with std imports 13 WASI interfaces even when it uses none,
+//! and wiring them costs about half of a trivial task's instantiation. The crate also builds for
+//! `wasm32-unknown-unknown`, whose std imports nothing: the core module it produces imports only
+//! `taskhost:task/host`, and becomes a component with `wit-component`'s `ComponentEncoder`
+//! (the WIT world is embedded in the module by the bindings). Such a guest has no stdout,
+//! stderr, clocks or randomness (std's versions do nothing, fail or panic there); it logs
+//! through [`log`]. On targets without WASI the crate installs a panic hook on the first call
+//! into the module that sends the panic message to the host's log at error level (std would
+//! print it to a stderr that does not exist), so a lean guest's panic still reports its message.
+//! A lean guest should also make [`ArenaAllocator`] its global allocator: std's allocator there
+//! grows the linear memory on the first allocation of every instance, which costs a task more
+//! than the WASI imports it saves (see the allocator's documentation).
 
 use std::fmt::Display;
 
@@ -50,7 +65,10 @@ pub mod bindings {
     });
 }
 
+pub use arena::{ArenaAllocator, DEFAULT_ARENA_BYTES};
 pub use bindings::exports::taskhost::task::tasks::{FunctionInfo, TaskError};
+
+mod arena;
 
 /// Structured logging through the host: records reach the worker's logs, tagged with the task.
 pub mod log {
@@ -186,6 +204,27 @@ pub mod __private {
         }
     }
 
+    /// Makes a panic report its message where the host can see it; called at the start of
+    /// every call into the module, it does its work once per instance.
+    ///
+    /// With WASI, std's default hook writes the message to stderr, which the host quotes in the
+    /// trap it reports: nothing to do. Without WASI (`wasm32-unknown-unknown`) stderr does not
+    /// exist, so the hook sends the message through the host's `log` at error level instead.
+    #[inline]
+    pub fn install_panic_hook() {
+        #[cfg(not(target_os = "wasi"))]
+        {
+            static INSTALLED: std::sync::Once = std::sync::Once::new();
+            INSTALLED.call_once(|| std::panic::set_hook(Box::new(log_panic)));
+        }
+    }
+
+    /// The panic hook of guests without WASI: the message and location, to the host's log.
+    #[cfg(not(target_os = "wasi"))]
+    fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+        crate::log::error(&info.to_string());
+    }
+
     /// Joins doc-comment lines into one short description.
     pub fn doc(lines: &[&str]) -> String {
         lines
@@ -301,6 +340,7 @@ macro_rules! __export_tasks_munch {
 
         impl $crate::bindings::exports::taskhost::task::tasks::Guest for __TaskhostTasks {
             fn functions() -> ::std::vec::Vec<$crate::FunctionInfo> {
+                $crate::__private::install_panic_hook();
                 ::std::vec![$(
                     $crate::__private::info(
                         stringify!($name),
@@ -315,6 +355,7 @@ macro_rules! __export_tasks_munch {
                 name: ::std::string::String,
                 args: ::std::vec::Vec<::std::vec::Vec<u8>>,
             ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::TaskError> {
+                $crate::__private::install_panic_hook();
                 $(
                     if name == stringify!($name) {
                         return $crate::__export_tasks_call!($kind, $name, args, [$($arg : $ty),*]);

@@ -1,12 +1,15 @@
 //! Runtime benchmark: cold load (compile), artifact load, warm instantiate+call latency with a
 //! fresh instance per task, and 8 MiB argument/result throughput. Prints a Markdown table.
 //!
+//! The latency and `echo` rows are measured for the example guest (`wasm32-wasip2`, 13 WASI
+//! imports) and for the lean guest (`wasm32-unknown-unknown`, no WASI imports).
+//!
 //! Run with `RUST_BACKTRACE=0 cargo bench -p taskhost-runtime`.
 
 use std::time::{Duration, Instant};
 
-use taskhost_guest_artifacts::EXAMPLE_GUEST;
-use taskhost_runtime::{CancelToken, Limits, Runtime, RuntimeConfig, RuntimeError};
+use taskhost_guest_artifacts::{EXAMPLE_GUEST, LEAN_GUEST};
+use taskhost_runtime::{CancelToken, Limits, ModuleId, Runtime, RuntimeConfig, RuntimeError};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -28,6 +31,9 @@ fn main() {
     // `BENCH_ONLY=noop` (or `load`, `cancel`, `bulk`, `echo`, `byte_len`, `bytes`) runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only == part;
+    // `BENCH_GUEST=example` (or `lean`) runs the `noop`/`echo` rows of one guest only.
+    let guest = std::env::var("BENCH_GUEST").unwrap_or_default();
+    let guest_wanted = |name: &str| guest.is_empty() || guest == name;
 
     // Cold load: compile the component in a fresh data directory.
     let mut compiles = Vec::new();
@@ -74,30 +80,44 @@ fn main() {
     let runtime = Runtime::new(config).unwrap();
     let id = runtime.put(&bytes).unwrap();
     runtime.prepare(&id).unwrap();
+    let lean_bytes = taskhost_guest_artifacts::read(LEAN_GUEST);
+    let lean_id = runtime.put(&lean_bytes).unwrap();
+    runtime.prepare(&lean_id).unwrap();
+    // (row label prefix, module) of the guests whose latency and `echo` are measured.
+    let lean_label = format!("lean guest ({} KiB, no WASI): ", lean_bytes.len() / 1024);
+    let guests = [
+        ("example", "", &id),
+        ("lean", lean_label.as_str(), &lean_id),
+    ];
 
     // Warm instantiate + call, a fresh instance per task.
-    for (function, args) in [
+    let calls = [
         ("noop", vec![]),
         ("inc", vec![postcard::to_allocvec(&41i64).unwrap()]),
-    ] {
-        if !wanted("noop") {
+    ];
+    for ((name, prefix, id), (function, args)) in guests
+        .iter()
+        .flat_map(|guest| calls.iter().map(move |call| (guest, call)))
+    {
+        if !wanted("noop") || !guest_wanted(name) {
             continue;
         }
+        let (prefix, id) = (*prefix, *id);
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
         for _ in 0..2000 {
-            runtime.execute(&id, function, &args, &limits).unwrap();
+            runtime.execute(id, function, &args, &limits).unwrap();
         }
         let mut samples = Vec::with_capacity(20_000);
         let cpu_before = thread_cpu();
         for _ in 0..20_000 {
             let started = Instant::now();
-            runtime.execute(&id, function, &args, &limits).unwrap();
+            runtime.execute(id, function, &args, &limits).unwrap();
             samples.push(started.elapsed());
         }
         let cpu = (thread_cpu() - cpu_before) / 20_000;
         samples.sort();
         rows.push((
-            format!("warm instantiate + call `{function}` (fresh instance per task)"),
+            format!("{prefix}warm instantiate + call `{function}` (fresh instance per task)"),
             format!("median {}", us(percentile(&samples, 0.5))),
             format!(
                 "p99 {}; CPU {} per task (mean)",
@@ -148,30 +168,69 @@ fn main() {
     // `BENCH_ONLY=echo` (or `byte_len`, `bytes`) one of them.
     let payload: Vec<u8> = (0..8 << 20).map(|i: u32| i as u8).collect();
     let size = (payload.len() as u64).to_le_bytes();
-    // `echo`: 8 MiB in, the same 8 MiB out (host -> guest copy, the guest's own copy,
-    // guest -> host copy); `byte_len`: 8 MiB in only; `bytes`: 8 MiB made by the guest, out.
-    let cases: [(&str, &str, &[u8], usize); 3] = [
-        ("echo", "`echo` 8 MiB in and out", &payload, payload.len()),
-        ("byte_len", "`byte_len` 8 MiB in, 8 bytes out", &payload, 8),
+    // `echo`: 8 MiB in, the same 8 MiB out (host -> guest copy, guest -> host copy; the guest
+    // returns its argument's own buffer), for both guests; `byte_len`: 8 MiB in only; `bytes`:
+    // 8 MiB made by the guest, out. (guest, row label prefix, module, function, label, argument,
+    // result length)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a ModuleId,
+        &'a str,
+        &'a str,
+        &'a [u8],
+        usize,
+    );
+    let cases: [Case; 4] = [
         (
+            "example",
+            "",
+            &id,
+            "echo",
+            "`echo` 8 MiB in and out",
+            &payload,
+            payload.len(),
+        ),
+        (
+            "lean",
+            &lean_label,
+            &lean_id,
+            "echo",
+            "`echo` 8 MiB in and out",
+            &payload,
+            payload.len(),
+        ),
+        (
+            "example",
+            "",
+            &id,
+            "byte_len",
+            "`byte_len` 8 MiB in, 8 bytes out",
+            &payload,
+            8,
+        ),
+        (
+            "example",
+            "",
+            &id,
             "bytes",
             "`bytes` 8 bytes in, 8 MiB out",
             &size,
             payload.len(),
         ),
     ];
-    for (function, label, arg, out_len) in cases {
-        if !(wanted(function) || only == "bulk") {
+    for (name, prefix, id, function, label, arg, out_len) in cases {
+        if !(wanted(function) || only == "bulk") || !guest_wanted(name) {
             continue;
         }
         for _ in 0..5 {
-            runtime.execute(&id, function, &[arg], &limits).unwrap();
+            runtime.execute(id, function, &[arg], &limits).unwrap();
         }
         let mut samples = Vec::new();
         let cpu_before = thread_cpu();
         for _ in 0..50 {
             let started = Instant::now();
-            let out = runtime.execute(&id, function, &[arg], &limits).unwrap();
+            let out = runtime.execute(id, function, &[arg], &limits).unwrap();
             samples.push(started.elapsed());
             assert_eq!(out.len(), out_len);
         }
@@ -192,7 +251,7 @@ fn main() {
             )
         };
         rows.push((
-            format!("{label} (fresh instance per task)"),
+            format!("{prefix}{label} (fresh instance per task)"),
             format!("median {}", ms(median)),
             detail,
         ));

@@ -2,7 +2,8 @@
 //!
 //! The build script compiles every guest crate for `wasm32-wasip2` (in a target directory of its
 //! own) and names each component here, so tests and benchmarks run guests built from this very
-//! source tree.
+//! source tree. [`LEAN_GUEST`] is built for `wasm32-unknown-unknown` instead and made a
+//! component with `wit-component`: it imports nothing but `taskhost:task/host`.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
