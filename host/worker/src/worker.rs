@@ -16,7 +16,7 @@ use taskhost_proto::{
     Blob, FailureKind, ModuleId, Role, RunArg, RunPriority, RunTask, TaskKey, TaskLimits,
     WorkerCommand, WorkerReport,
 };
-use taskhost_runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
+use taskhost_runtime::{CancelToken, Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -79,8 +79,9 @@ enum TaskState {
     /// Ready, in the executors' queue: can be dropped at once (an executor skips an entry
     /// that is gone or belongs to another attempt).
     Queued,
-    /// On an executor thread; when `cancelled`, its result is discarded.
-    Running { cancelled: bool },
+    /// On an executor thread; cancelling the token interrupts the guest at once (epoch
+    /// interruption) and its result, if any, is discarded.
+    Running { cancel: CancelToken },
 }
 
 /// A ready task waiting for an executor thread.
@@ -561,14 +562,16 @@ impl Inner {
         let key = task.key;
         let mut tasks = self.tasks.lock();
         match tasks.get(&key).map(|e| &e.state) {
-            Some(
-                TaskState::Pending(_) | TaskState::Queued | TaskState::Running { cancelled: false },
-            ) => {
+            Some(TaskState::Pending(_) | TaskState::Queued) => {
+                tracing::warn!(key = %key.short(), "ignoring a Run of a task already here");
+                return;
+            }
+            Some(TaskState::Running { cancel }) if !cancel.is_cancelled() => {
                 tracing::warn!(key = %key.short(), "ignoring a Run of a task already here");
                 return;
             }
             // A cancelled attempt still winding down: this attempt replaces it.
-            Some(TaskState::Running { cancelled: true }) | None => {}
+            Some(TaskState::Running { .. }) | None => {}
         }
         let run = self.next_run.fetch_add(1, Ordering::Relaxed);
         // Fast path: module loaded and inputs at hand: straight to the executors' queue,
@@ -673,9 +676,9 @@ impl Inner {
                 lease,
                 run,
             } = job;
-            if !self.start_running(task.key, run, true) {
+            let Some(cancel) = self.start_executing(task.key, run) else {
                 continue;
-            }
+            };
             let same = last
                 .as_ref()
                 .is_some_and(|(m, f)| *m == task.module && *f == task.function);
@@ -685,12 +688,13 @@ impl Inner {
             }
             let limits = self.limits_for(&task.limits);
             let started = Instant::now();
-            let outcome =
-                std::panic::catch_unwind(AssertUnwindSafe(|| self.execute(&task, inputs, &limits)))
-                    .unwrap_or_else(|_| Outcome::Failed {
-                        kind: FailureKind::Internal,
-                        message: "the worker panicked while running the task".into(),
-                    });
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.execute(&task, inputs, &limits, &cancel)
+            }))
+            .unwrap_or_else(|_| Outcome::Failed {
+                kind: FailureKind::Internal,
+                message: "the worker panicked while running the task".into(),
+            });
             last_short = started.elapsed() < SHORT_TASK;
             if !same {
                 last = Some((task.module, task.function.clone()));
@@ -721,9 +725,11 @@ impl Inner {
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(key = %key.short(), "cancelled a queued task");
             }
-            Some(TaskState::Running { cancelled }) => {
-                *cancelled = true;
-                tracing::debug!(key = %key.short(), "cancelled a running task: its result will be discarded");
+            Some(TaskState::Running { cancel }) => {
+                // The guest is interrupted at its next epoch check (at once); the executor
+                // then discards the outcome and takes the next task.
+                cancel.cancel();
+                tracing::debug!(key = %key.short(), "cancelled a running task");
             }
             None => {}
         }
@@ -766,7 +772,7 @@ impl Inner {
                 return;
             }
         };
-        if !self.start_running(key, run, false) {
+        if !self.start_queued(key, run) {
             return;
         }
         self.enqueue(Job {
@@ -835,23 +841,31 @@ impl Inner {
         }
     }
 
-    /// Moves the attempt on (waiting to queued, or queued to running when `running`), unless
-    /// it was dropped meanwhile.
-    fn start_running(&self, key: TaskKey, run: u64, running: bool) -> bool {
+    /// Moves a waiting attempt to queued, unless it was dropped meanwhile.
+    fn start_queued(&self, key: TaskKey, run: u64) -> bool {
         let mut tasks = self.tasks.lock();
         match tasks.get_mut(&key) {
-            Some(entry) if entry.run == run => match (&entry.state, running) {
-                (TaskState::Pending(_), false) => {
-                    entry.state = TaskState::Queued;
-                    true
-                }
-                (TaskState::Queued, true) => {
-                    entry.state = TaskState::Running { cancelled: false };
-                    true
-                }
-                _ => false,
-            },
+            Some(entry) if entry.run == run && matches!(entry.state, TaskState::Pending(_)) => {
+                entry.state = TaskState::Queued;
+                true
+            }
             _ => false,
+        }
+    }
+
+    /// Moves a queued attempt to running, unless it was dropped meanwhile; returns the token
+    /// that cancels it.
+    fn start_executing(&self, key: TaskKey, run: u64) -> Option<CancelToken> {
+        let mut tasks = self.tasks.lock();
+        match tasks.get_mut(&key) {
+            Some(entry) if entry.run == run && matches!(entry.state, TaskState::Queued) => {
+                let cancel = CancelToken::new();
+                entry.state = TaskState::Running {
+                    cancel: cancel.clone(),
+                };
+                Some(cancel)
+            }
+            _ => None,
         }
     }
 
@@ -868,7 +882,13 @@ impl Inner {
     }
 
     /// Runs the task on this (blocking) thread and keeps its output in the store.
-    fn execute(&self, task: &RunTask, inputs: Vec<Input>, limits: &Limits) -> Outcome {
+    fn execute(
+        &self,
+        task: &RunTask,
+        inputs: Vec<Input>,
+        limits: &Limits,
+        cancel: &CancelToken,
+    ) -> Outcome {
         let mut args = Vec::with_capacity(inputs.len());
         let mut missing = Vec::new();
         let mut vanished = Vec::new();
@@ -905,9 +925,9 @@ impl Inner {
         }
         let refs: Vec<&[u8]> = args.iter().map(|b| b.as_ref()).collect();
         let started = Instant::now();
-        let result = self
-            .runtime
-            .execute(&task.module, &task.function, &refs, limits);
+        let result =
+            self.runtime
+                .execute_cancellable(&task.module, &task.function, &refs, limits, cancel);
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         drop(refs);
         drop(args);
@@ -949,7 +969,7 @@ impl Inner {
             let mut tasks = self.tasks.lock();
             match tasks.get(&key) {
                 Some(entry) if entry.run == run => {
-                    let cancelled = matches!(entry.state, TaskState::Running { cancelled: true });
+                    let cancelled = matches!(&entry.state, TaskState::Running { cancel } if cancel.is_cancelled());
                     tasks.remove(&key);
                     if cancelled && matches!(outcome, Outcome::Done { .. }) {
                         self.store.lock().remove(&key);
@@ -1014,6 +1034,7 @@ fn failure_of(error: RuntimeError) -> (FailureKind, String) {
         RuntimeError::DeadlineExceeded(_) => FailureKind::DeadlineExceeded,
         RuntimeError::MemoryLimitExceeded { .. } => FailureKind::MemoryLimitExceeded,
         RuntimeError::OutOfFuel { .. } => FailureKind::OutOfFuel,
+        RuntimeError::Cancelled => FailureKind::Cancelled,
         RuntimeError::HashMismatch { .. }
         | RuntimeError::InvalidComponent(_)
         | RuntimeError::UnknownModule(_) => FailureKind::BadModule,

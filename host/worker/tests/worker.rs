@@ -613,8 +613,8 @@ async fn steal_cancel_and_release() {
     link.run(&warm);
     link.finished(warm.key).await;
 
-    // One slot: `long` runs, the others queue behind it.
-    let long = literal_task(module, "busy_wait", vec![enc(1_000_000u64)], 0);
+    // One slot: `long` (two minutes of work) runs, the others queue behind it.
+    let long = literal_task(module, "busy_wait", vec![enc(120_000_000u64)], 0);
     let stolen = literal_task(module, "busy_wait", vec![enc(1u64)], 1);
     let cancelled = literal_task(module, "busy_wait", vec![enc(1u64)], 2);
     link.run(&long);
@@ -650,13 +650,20 @@ async fn steal_cancel_and_release() {
         other => panic!("unexpected {other:?}"),
     }
     link.send(WorkerCommand::Cancel(cancelled.key));
+    let cancelling = std::time::Instant::now();
     link.send(WorkerCommand::Cancel(long.key));
 
-    // Nothing is reported for the three; the next task runs once the slot is free.
+    // Nothing is reported for the three; the running task is interrupted, and the next task
+    // runs in its slot long before `long` would have ended.
     let after = literal_task(module, "inc", vec![enc(5i64)], 0);
     link.run(&after);
     let (_, inline) = link.finished(after.key).await;
     assert_eq!(postcard::from_bytes::<i64>(&inline.unwrap()).unwrap(), 6);
+    assert!(
+        cancelling.elapsed() < Duration::from_secs(30),
+        "the cancelled task kept its slot for {:?}",
+        cancelling.elapsed()
+    );
     let stats = worker.stats();
     assert_eq!(stats.tasks_dropped, 3);
     assert_eq!(stats.tasks_finished, 2);
