@@ -560,6 +560,10 @@ impl Runtime {
         if !stderr.is_empty() {
             message.push_str("; guest stderr: ");
             message.push_str(stderr);
+        } else if let Some(error) = &state.last_error {
+            // A guest without stderr (built without WASI) logs its panic as an error record.
+            message.push_str("; guest error log: ");
+            message.push_str(error);
         }
         RuntimeError::Trap { message }
     }

@@ -45,6 +45,9 @@ pub(crate) struct TaskState {
     /// Whether a clock subscription was cut short at the deadline or by cancellation, so that
     /// a task that then returns normally is still reported as interrupted.
     pub wait_cut_short: bool,
+    /// The last error-level record the guest logged (bounded), quoted by a trap message: a
+    /// guest without stderr (no WASI) reports its panic this way.
+    pub last_error: Option<String>,
 }
 
 impl TaskState {
@@ -75,6 +78,7 @@ impl TaskState {
                 .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400)),
             cancel,
             wait_cut_short: false,
+            last_error: None,
         }
     }
 
@@ -254,6 +258,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// How much of an error record's message (and of its fields) a trap message quotes.
+const LAST_ERROR_CHARS: usize = 2048;
+
 /// What a task may still log through the `host` interface.
 pub(crate) struct LogBudget {
     records_left: usize,
@@ -298,7 +305,14 @@ impl host::Host for TaskState {
                 tracing::warn!(target: "taskhost::guest", task, fields = %fields_text, "{message}")
             }
             host::Level::Error => {
-                tracing::error!(target: "taskhost::guest", task, fields = %fields_text, "{message}")
+                tracing::error!(target: "taskhost::guest", task, fields = %fields_text, "{message}");
+                let mut text: String = message.chars().take(LAST_ERROR_CHARS).collect();
+                if !fields_text.is_empty() {
+                    text.push_str(" (");
+                    text.extend(fields_text.chars().take(LAST_ERROR_CHARS));
+                    text.push(')');
+                }
+                self.last_error = Some(text);
             }
         }
     }

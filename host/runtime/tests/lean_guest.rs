@@ -1,7 +1,8 @@
 //! The runtime against the lean guest (`examples/guests/lean`): a Rust guest built for
 //! `wasm32-unknown-unknown` and made a component with `wit-component`, importing nothing but
 //! `taskhost:task/host`. Its functions work like the example guest's, and a panic's message,
-//! with no stderr to go to, reaches the host's log through the guest SDK's panic hook.
+//! with no stderr to go to, reaches the host's log through the guest SDK's panic hook (and the
+//! trap's message quotes it).
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -124,7 +125,12 @@ fn a_lean_panic_traps_and_logs_its_message() {
     });
     match result {
         Err(RuntimeError::Trap { message }) => {
-            assert!(message.contains("unreachable"), "{message}")
+            assert!(message.contains("unreachable"), "{message}");
+            // With no stderr, the trap quotes the panic the guest logged.
+            assert!(
+                message.contains("guest error log") && message.contains("the sky fell"),
+                "{message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
