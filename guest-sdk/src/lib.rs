@@ -345,7 +345,7 @@ macro_rules! __export_tasks_munch {
                     $crate::__private::info(
                         stringify!($name),
                         &[$($doc),*],
-                        &[$((stringify!($arg), stringify!($ty))),*],
+                        &[$((stringify!($arg), $crate::__export_tasks_arg_type!($kind, $ty))),*],
                         stringify!($ret),
                     )
                 ),*]
@@ -366,6 +366,19 @@ macro_rules! __export_tasks_munch {
         }
 
         $crate::bindings::__export_task_module!(__TaskhostTasks with_types_in $crate::bindings);
+    };
+}
+
+/// The type a parameter is described with: raw parameters are bytes to the caller (`&[u8]`),
+/// whether the function borrows them or takes the buffer (`Vec<u8>`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_tasks_arg_type {
+    (raw, $ty:ty) => {
+        "&[u8]"
+    };
+    ($kind:ident, $ty:ty) => {
+        stringify!($ty)
     };
 }
 
