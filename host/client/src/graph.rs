@@ -18,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use taskhost_proto::{Arg, Blob, TaskKey, TaskKeyBuilder, TaskLimits, TaskSpec};
+use taskhost_proto::{Arg, Blob, INLINE_LITERAL, TaskKey, TaskKeyBuilder, TaskLimits, TaskSpec};
 
 use crate::error::{Error, Result};
 use crate::future::{Future, FutureShared};
@@ -61,11 +61,38 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// The first 8 bytes of a hash, as an index key.
-fn prefix(hash: &[u8; 32]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&hash[..8]);
-    u64::from_le_bytes(word)
+/// The first 4 bytes of a hash, as an index key. Four bytes keep the index entries at 8 bytes
+/// (half the memory and page faults of 8-byte prefixes); the ~100 prefix collisions of a
+/// million-call graph go to the spill maps.
+fn prefix(hash: &[u8; 32]) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&hash[..4]);
+    u32::from_le_bytes(word)
+}
+
+/// The literal index key of `bytes`: for a literal longer than [`INLINE_LITERAL`] the first 8
+/// bytes of its blake3 `hash`; for a shorter one (which enters task keys by its bytes and is
+/// never hashed with blake3 on the way) a quick mix of its bytes and length. Index hits are
+/// confirmed by comparing bytes, so a weak mix only costs time.
+fn literal_index_key(bytes: &[u8], hash: Option<&[u8; 32]>) -> u32 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    match hash {
+        Some(h) if bytes.len() > INLINE_LITERAL => prefix(h),
+        _ => {
+            let mut h = (bytes.len() as u64).wrapping_mul(K);
+            for chunk in bytes.chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                h = (h ^ u64::from_le_bytes(word))
+                    .wrapping_mul(K)
+                    .rotate_left(29);
+            }
+            // The map's hasher keeps low bits low: fold the high bits down.
+            h ^= h >> 32;
+            h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            (h >> 32) as u32
+        }
+    }
 }
 
 /// Raw bytes, passed to a task or returned by it without any encoding: for bulk data, and for
@@ -648,14 +675,14 @@ struct GraphInner {
     /// Every distinct literal's bytes, back to back; literal `l` ends at `literal_ends[l]`.
     literal_data: Vec<u8>,
     literal_ends: Vec<usize>,
-    /// Literals by the first 8 bytes of their hash (compact, so that it stays cache-friendly);
+    /// Literals by the index key (see `literal_index_key`) (compact, so that it stays cache-friendly);
     /// the bytes are compared on a hit, and the rare different literal with the same prefix
     /// goes to `literal_spill`.
-    literal_index: IdMap<u64, u32>,
+    literal_index: IdMap<u32, u32>,
     literal_spill: HashMap<[u8; 32], u32>,
-    /// Calls by the first 8 bytes of their key; full keys are compared on a hit, and the rare
+    /// Calls by the first 4 bytes of their key; full keys are compared on a hit, and the rare
     /// different key with the same prefix goes to `key_spill`.
-    keys: IdMap<u64, u32>,
+    keys: IdMap<u32, u32>,
     key_spill: HashMap<TaskKey, u32>,
     modules: Vec<Module>,
     functions: Vec<Function>,
@@ -714,7 +741,8 @@ struct ImportedTask {
 
 enum ImportedArg {
     Task(TaskKey),
-    Literal(Blob, [u8; 32]),
+    /// A literal's bytes and, if it is longer than [`INLINE_LITERAL`], its blake3 hash.
+    Literal(Blob, Option<[u8; 32]>),
     External(Arc<FutureShared>),
 }
 
@@ -930,14 +958,16 @@ impl Graph {
                 imports.push(graph.lineage(*node));
             }
         }
-        // Literal hashes are computed outside the lock as well.
+        // Hashes of long literals are computed outside the lock as well (short ones enter the
+        // key by their bytes).
         for a in &sink.args {
-            match a {
-                PendingArg::Literal { start, end } => sink
-                    .hashes
-                    .push(*blake3::hash(&sink.bytes[*start..*end]).as_bytes()),
-                PendingArg::Bytes(b) => sink.hashes.push(*blake3::hash(b).as_bytes()),
-                _ => {}
+            let bytes = match a {
+                PendingArg::Literal { start, end } => &sink.bytes[*start..*end],
+                PendingArg::Bytes(b) => b,
+                _ => continue,
+            };
+            if bytes.len() > INLINE_LITERAL {
+                sink.hashes.push(*blake3::hash(bytes).as_bytes());
             }
         }
 
@@ -948,19 +978,23 @@ impl Graph {
         let function_id = inner.function_id(module, function);
         let mut builder = inner.functions[function_id as usize].prefix.clone();
         let args_start = inner.args.len();
-        let mut hashes = sink.hashes.iter().copied();
+        let mut hashes = sink.hashes.iter();
+        let mut literal = |inner: &mut GraphInner, builder: &mut TaskKeyBuilder, bytes: &[u8]| {
+            if bytes.len() > INLINE_LITERAL {
+                let hash = hashes.next().expect("one hash per long literal");
+                builder.literal_arg_hashed(bytes, hash);
+                NodeArg::Literal(inner.literal(bytes, Some(hash)))
+            } else {
+                builder.literal_arg(bytes);
+                NodeArg::Literal(inner.literal(bytes, None))
+            }
+        };
         for a in sink.args.drain(..) {
             let arg = match a {
                 PendingArg::Literal { start, end } => {
-                    let hash = hashes.next().expect("one hash per literal");
-                    builder.literal_hash_arg(&hash);
-                    NodeArg::Literal(inner.literal(&hash, &sink.bytes[start..end]))
+                    literal(&mut inner, &mut builder, &sink.bytes[start..end])
                 }
-                PendingArg::Bytes(bytes) => {
-                    let hash = hashes.next().expect("one hash per literal");
-                    builder.literal_hash_arg(&hash);
-                    NodeArg::Literal(inner.literal(&hash, &bytes))
-                }
+                PendingArg::Bytes(bytes) => literal(&mut inner, &mut builder, &bytes),
                 PendingArg::Handle { key, node, graph } => {
                     builder.task_arg(&key);
                     if graph.same_as(self) {
@@ -1034,10 +1068,14 @@ impl Graph {
                     .iter()
                     .map(|a| match *a {
                         NodeArg::Node(d) => ImportedArg::Task(inner.nodes[d as usize].key),
-                        NodeArg::Literal(l) => ImportedArg::Literal(
-                            Blob(inner.literal_bytes(l).to_vec()),
-                            *blake3::hash(inner.literal_bytes(l)).as_bytes(),
-                        ),
+                        NodeArg::Literal(l) => {
+                            let bytes = inner.literal_bytes(l);
+                            ImportedArg::Literal(
+                                Blob(bytes.to_vec()),
+                                (bytes.len() > INLINE_LITERAL)
+                                    .then(|| *blake3::hash(bytes).as_bytes()),
+                            )
+                        }
                         NodeArg::External(e) => {
                             ImportedArg::External(inner.externals[e as usize].clone())
                         }
@@ -1269,10 +1307,12 @@ impl GraphInner {
         &self.literal_data[start..self.literal_ends[l as usize]]
     }
 
-    fn literal(&mut self, hash: &[u8; 32], bytes: &[u8]) -> u32 {
+    /// The literal of `bytes`, added unless the graph has it; `hash` is their blake3 hash,
+    /// needed only for literals longer than [`INLINE_LITERAL`].
+    fn literal(&mut self, bytes: &[u8], hash: Option<&[u8; 32]>) -> u32 {
         let new = self.literal_ends.len() as u32;
         // One probe of the (large, cache-cold) index for both the lookup and the insertion.
-        let found = match self.literal_index.entry(prefix(hash)) {
+        let found = match self.literal_index.entry(literal_index_key(bytes, hash)) {
             Entry::Vacant(v) => {
                 v.insert(new);
                 None
@@ -1283,10 +1323,15 @@ impl GraphInner {
             if self.literal_bytes(l) == bytes {
                 return l;
             }
-            if let Some(&l) = self.literal_spill.get(hash) {
+            // A different literal with the same index key (rare): the spill map, by full hash.
+            let full = match hash {
+                Some(h) => *h,
+                None => *blake3::hash(bytes).as_bytes(),
+            };
+            if let Some(&l) = self.literal_spill.get(&full) {
                 return l;
             }
-            self.literal_spill.insert(*hash, new);
+            self.literal_spill.insert(full, new);
         }
         self.literal_data.extend_from_slice(bytes);
         self.literal_ends.push(self.literal_data.len());
@@ -1398,7 +1443,7 @@ impl GraphInner {
                         NodeArg::Node(self.find(&k).expect("lineages are in order"))
                     }
                     ImportedArg::Literal(blob, hash) => {
-                        NodeArg::Literal(self.literal(&hash, &blob.0))
+                        NodeArg::Literal(self.literal(&blob.0, hash.as_ref()))
                     }
                     ImportedArg::External(shared) => NodeArg::External(self.external(shared)),
                 };
@@ -1579,7 +1624,7 @@ mod tests {
         let g = Graph::new();
         let a = g.call::<i64>(&m, "inc", (1i64,)).unwrap();
         let mut inner = g.inner.lock();
-        // A node whose key shares `a`'s first 8 bytes but differs after them.
+        // A node whose key shares `a`'s first 4 bytes but differs after them.
         let mut twin = a.key();
         twin.0[31] ^= 1;
         let args_start = inner.args.len() as u32;
@@ -1594,14 +1639,20 @@ mod tests {
         assert_eq!(inner.find(&twin), Some(n));
         assert_eq!(inner.find(&a.key()), Some(a.node));
         // Literals likewise: the same prefix, other bytes.
-        let h = *blake3::hash(b"x").as_bytes();
-        let l1 = inner.literal(&h, b"x");
+        let (x, y) = ([b'x'; 40], [b'y'; 40]);
+        let h = *blake3::hash(&x).as_bytes();
+        let l1 = inner.literal(&x, Some(&h));
         let mut h2 = h;
         h2[31] ^= 1;
-        let l2 = inner.literal(&h2, b"y");
+        let l2 = inner.literal(&y, Some(&h2));
         assert_ne!(l1, l2);
-        assert_eq!(inner.literal(&h2, b"y"), l2);
-        assert_eq!(inner.literal_bytes(l2), b"y");
+        assert_eq!(inner.literal(&y, Some(&h2)), l2);
+        assert_eq!(inner.literal_bytes(l2), y);
+        // Short literals are indexed by their bytes; long and short ones do not mix.
+        let s1 = inner.literal(b"x", None);
+        assert_ne!(s1, l1);
+        assert_eq!(inner.literal(b"x", None), s1);
+        assert_eq!(inner.literal_bytes(s1), b"x");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use hello::{
     AuthProof, Hello, HelloError, HelloOutcome, HelloReply, MAX_HELLO_FRAME, PROTOCOL,
     PROTOCOL_MAGIC, PROTOCOL_VERSION, Role, check_protocol, protocol_word,
 };
-pub use ids::{IdParseError, ModuleId, TaskKey, TaskKeyBuilder};
+pub use ids::{INLINE_LITERAL, IdParseError, ModuleId, TaskKey, TaskKeyBuilder};
 pub use messages::{
     Arg, Blob, BulkReply, BulkRequest, ClientEvent, ClientRequest, ClusterStatus, FailureKind,
     Graph, ResultLocation, RunArg, RunPriority, RunTask, TaskCounts, TaskFailure, TaskLimits,

@@ -347,7 +347,7 @@ impl Daemon {
                                 hashes.len()
                             ));
                         };
-                        builder.literal_hash_arg(hash);
+                        builder.literal_arg_hashed(&literals[index as usize].0, hash);
                         args.push(ArgSpec::Literal(handles[index as usize]));
                         task_literals.push(handles[index as usize]);
                     }
