@@ -31,7 +31,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("guests");
 
-    for watched in ["examples/guests", "guest-sdk", "wit"] {
+    for watched in ["examples/guests", "guest-sdk", "wit", "host/array-format"] {
         rerun_if_changed(&root.join(watched));
     }
 

@@ -6,59 +6,12 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::error::ArrayError;
 
-/// The four bytes every chunk starts with.
-pub const MAGIC: [u8; 4] = *b"THA\x01";
-
-/// The element type of an array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 64-bit IEEE 754 floats.
-    F64,
-    /// 32-bit IEEE 754 floats.
-    F32,
-    /// 64-bit signed integers.
-    I64,
-}
-
-impl DType {
-    /// The code stored in a chunk header.
-    pub fn code(self) -> u8 {
-        match self {
-            DType::F64 => 0,
-            DType::F32 => 1,
-            DType::I64 => 2,
-        }
-    }
-
-    /// The dtype of a header code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(DType::F64),
-            1 => Some(DType::F32),
-            2 => Some(DType::I64),
-            _ => None,
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 => 4,
-        }
-    }
-}
+pub use taskhost_array_format::{DType, MAGIC};
 
 /// The header of a chunk of `dtype` and `shape`, with no data: a "spec" parameter.
 pub fn spec(dtype: DType, shape: &[usize]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 8 * shape.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(dtype.code());
-    out.push(shape.len() as u8);
-    out.extend_from_slice(&[0, 0]);
-    for &dim in shape {
-        out.extend_from_slice(&(dim as u64).to_le_bytes());
-    }
+    taskhost_array_format::write_header(&mut out, dtype, shape);
     out
 }
 
@@ -95,33 +48,17 @@ pub fn encode_f64(array: &ArrayD<f64>) -> Vec<u8> {
 
 /// Reads a chunk's dtype and shape, checking its length; returns them and where the data starts.
 pub fn parse(bytes: &[u8]) -> Result<(DType, Vec<usize>, usize), ArrayError> {
-    let bad = |why: String| ArrayError::BadChunk(why);
-    if bytes.len() < 8 || bytes[..4] != MAGIC {
-        return Err(bad(format!(
-            "{} bytes without the chunk magic",
-            bytes.len()
+    let header = taskhost_array_format::read_header(bytes)
+        .map_err(|e| ArrayError::BadChunk(e.to_string()))?;
+    let found = bytes.len() - header.data_at;
+    if header.data_len != Some(found) {
+        return Err(ArrayError::BadChunk(format!(
+            "shape {:?} needs {} data bytes, found {found}",
+            header.shape,
+            header.data_len.unwrap_or(usize::MAX)
         )));
     }
-    let dtype = DType::from_code(bytes[4])
-        .ok_or_else(|| bad(format!("unknown dtype code {}", bytes[4])))?;
-    let ndim = bytes[5] as usize;
-    let at = 8 + 8 * ndim;
-    if bytes.len() < at {
-        return Err(bad(format!("header of {ndim} dimensions cut short")));
-    }
-    let shape: Vec<usize> = (0..ndim)
-        .map(|i| {
-            u64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes")) as usize
-        })
-        .collect();
-    let want = shape.iter().product::<usize>() * dtype.size();
-    if bytes.len() - at != want {
-        return Err(bad(format!(
-            "shape {shape:?} needs {want} data bytes, found {}",
-            bytes.len() - at
-        )));
-    }
-    Ok((dtype, shape, at))
+    Ok((header.dtype, header.shape, header.data_at))
 }
 
 /// Decodes a chunk of any dtype into a float64 ndarray.

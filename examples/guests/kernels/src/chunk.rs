@@ -1,72 +1,10 @@
-//! The chunk format: a small header, then the elements in row-major order, little-endian.
-//!
-//! ```text
-//! offset 0   4 bytes  magic "THA" followed by the format version 1: 54 48 41 01
-//! offset 4   1 byte   dtype: 0 = f64, 1 = f32, 2 = i64
-//! offset 5   1 byte   ndim, 0..=8 (0 is a scalar holding one element)
-//! offset 6   2 bytes  reserved, zero
-//! offset 8   ndim x u64 little-endian: the shape
-//! then       product(shape) elements, row-major (C order), little-endian
-//! ```
-//!
-//! The header is `8 + 8 * ndim` bytes, so the data starts 8-byte aligned relative to the chunk.
-//! A header with no data after it (a "spec") describes a dtype and shape as a kernel parameter.
+//! Chunks as the kernels see them. The format itself (header, dtype codes, shape) is the
+//! `taskhost-array-format` crate, shared with the client; this module adds the kernels'
+//! errors, a decoded [`Meta`] and the data-length checks.
 
 use std::fmt;
 
-/// The four bytes every chunk starts with.
-pub const MAGIC: [u8; 4] = *b"THA\x01";
-/// The most dimensions a chunk may have.
-pub const MAX_NDIM: usize = 8;
-
-/// The element type of a chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
-    /// 64-bit IEEE 754 floats.
-    F64,
-    /// 32-bit IEEE 754 floats.
-    F32,
-    /// 64-bit signed integers.
-    I64,
-}
-
-impl DType {
-    /// The code stored in the header.
-    pub fn code(self) -> u8 {
-        match self {
-            DType::F64 => 0,
-            DType::F32 => 1,
-            DType::I64 => 2,
-        }
-    }
-
-    /// The dtype of a header code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(DType::F64),
-            1 => Some(DType::F32),
-            2 => Some(DType::I64),
-            _ => None,
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 => 4,
-        }
-    }
-
-    /// The name of the dtype, as NumPy spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F64 => "float64",
-            DType::F32 => "float32",
-            DType::I64 => "int64",
-        }
-    }
-}
+pub use taskhost_array_format::{DType, MAGIC, MAX_NDIM};
 
 /// Why a kernel refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,13 +74,7 @@ impl Meta {
 
     /// Appends the header's bytes to `out`.
     pub fn write_header(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&MAGIC);
-        out.push(self.dtype.code());
-        out.push(self.shape.len() as u8);
-        out.extend_from_slice(&[0, 0]);
-        for &dim in &self.shape {
-            out.extend_from_slice(&(dim as u64).to_le_bytes());
-        }
+        taskhost_array_format::write_header(out, self.dtype, &self.shape);
     }
 
     /// The header alone, as bytes (a spec).
@@ -164,46 +96,16 @@ impl Meta {
 /// Reads the header of `bytes`, checking that the data that follows has the right length
 /// (`expect_data`: `Some(true)` data required, `Some(false)` none allowed, `None` either).
 pub fn parse_meta(bytes: &[u8], what: &str, expect_data: Option<bool>) -> Result<Meta> {
-    if bytes.len() < 8 {
-        bail!(
-            "{what}: {} bytes is too short for a chunk header",
-            bytes.len()
-        );
-    }
-    if bytes[..4] != MAGIC {
-        bail!("{what}: not a chunk (magic {:02x?})", &bytes[..4]);
-    }
-    let Some(dtype) = DType::from_code(bytes[4]) else {
-        bail!("{what}: unknown dtype code {}", bytes[4]);
+    let header = match taskhost_array_format::read_header(bytes) {
+        Ok(header) => header,
+        Err(e) => bail!("{what}: {e}"),
     };
-    let ndim = bytes[5] as usize;
-    if ndim > MAX_NDIM {
-        bail!("{what}: {ndim} dimensions, at most {MAX_NDIM} are supported");
-    }
-    let header_len = 8 + 8 * ndim;
-    if bytes.len() < header_len {
-        bail!(
-            "{what}: header of {ndim} dimensions cut short at {} bytes",
-            bytes.len()
-        );
-    }
-    let mut shape = Vec::with_capacity(ndim);
-    let mut count: usize = 1;
-    for axis in 0..ndim {
-        let at = 8 + 8 * axis;
-        let dim = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let Ok(dim) = usize::try_from(dim) else {
-            bail!("{what}: axis {axis} of length {dim} is too long");
-        };
-        count = match count.checked_mul(dim) {
-            Some(count) => count,
-            None => bail!("{what}: shape overflows"),
-        };
-        shape.push(dim);
-    }
-    let meta = Meta { dtype, shape };
-    let data = bytes.len() - header_len;
-    let want = count.checked_mul(dtype.size());
+    let meta = Meta {
+        dtype: header.dtype,
+        shape: header.shape,
+    };
+    let data = bytes.len() - header.data_at;
+    let want = header.data_len;
     match expect_data {
         Some(false) if data != 0 => {
             bail!("{what}: a spec (header only) was expected, found {data} data bytes")
@@ -213,7 +115,7 @@ pub fn parse_meta(bytes: &[u8], what: &str, expect_data: Option<bool>) -> Result
         _ if Some(data) != want => bail!(
             "{what}: shape {:?} of {} needs {} data bytes, found {data}",
             meta.shape,
-            dtype.name(),
+            meta.dtype.name(),
             want.unwrap_or(usize::MAX)
         ),
         _ => {}
