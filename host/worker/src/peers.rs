@@ -26,6 +26,23 @@ const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(2);
 /// A fetch in flight, awaited by every task that needs its result.
 pub(crate) type Fetch<T> = Shared<BoxFuture<'static, Result<T, String>>>;
 
+/// Runs `fetch` as a task of its own (it completes even if every waiter goes away) and returns
+/// a handle any number of waiters can await.
+fn spawn_fetch<T, F>(fetch: F) -> Fetch<T>
+where
+    T: Clone + Send + 'static,
+    F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let handle = tokio::spawn(fetch);
+    async move {
+        handle
+            .await
+            .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")))
+    }
+    .boxed()
+    .shared()
+}
+
 /// A connection to a peer worker, with the control stream the hello opened (kept open for the
 /// connection's lifetime; chunks travel on bulk streams).
 pub(crate) struct PeerLink {
@@ -132,14 +149,7 @@ impl Inner {
         }
         let inner = self.clone();
         let holders = holders.to_vec();
-        let handle = tokio::spawn(async move { inner.fetch_chunk(key, size, holders).await });
-        let fetch = async move {
-            handle
-                .await
-                .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")))
-        }
-        .boxed()
-        .shared();
+        let fetch = spawn_fetch(async move { inner.fetch_chunk(key, size, holders).await });
         fetches.insert(key, fetch.clone());
         ChunkSource::Fetching(fetch)
     }
@@ -285,14 +295,7 @@ impl Inner {
                 return Ok(());
             } else {
                 let inner = self.clone();
-                let handle = tokio::spawn(async move { inner.fetch_module(id).await });
-                let fetch = async move {
-                    handle
-                        .await
-                        .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")))
-                }
-                .boxed()
-                .shared();
+                let fetch = spawn_fetch(async move { inner.fetch_module(id).await });
                 fetches.insert(id, fetch.clone());
                 fetch
             }
