@@ -232,3 +232,76 @@ mod tests {
         }
     }
 }
+
+/// The program of the kernels' `fused` call, as the client writes it and the kernel reads it:
+/// an int64 chunk of words, `[VERSION, inputs, ndim, reduce, reduced-axes mask, per input its
+/// axis map (ndim words, -1 for a broadcast axis), per input its kind, then the postfix code]`.
+/// In the code, [`INPUT`](fused::INPUT) and [`CONST`](fused::CONST) take one more word (the
+/// input's index, the constant's f64 bits); the operators stand alone.
+pub mod fused {
+    /// The program format this client writes (the kernel also reads version 1: no input kinds).
+    pub const VERSION: i64 = 2;
+
+    /// Input kind: a data chunk.
+    pub const INPUT_DATA: i64 = 0;
+    /// Input kind: a random generator (the input is its spec and seed; the values are recomputed).
+    pub const INPUT_RANDOM: i64 = 1;
+
+    /// Reduction: none, the call returns the evaluated block.
+    pub const REDUCE_NONE: i64 = 0;
+    /// Reduction: partial sums.
+    pub const REDUCE_SUM: i64 = 1;
+    /// Reduction: partial minima.
+    pub const REDUCE_MIN: i64 = 2;
+    /// Reduction: partial maxima.
+    pub const REDUCE_MAX: i64 = 3;
+    /// Reduction: partial moments (count, mean, M2) for the variance.
+    pub const REDUCE_MOMENTS: i64 = 4;
+
+    /// Push input `i` (the next word).
+    pub const INPUT: i64 = 1;
+    /// Push a constant (the next word: its f64 bits).
+    pub const CONST: i64 = 2;
+
+    /// `a + b`.
+    pub const ADD: u8 = 10;
+    /// `a - b`.
+    pub const SUB: u8 = 11;
+    /// `a * b`.
+    pub const MUL: u8 = 12;
+    /// `a / b`.
+    pub const DIV: u8 = 13;
+    /// `minimum(a, b)`.
+    pub const MINIMUM: u8 = 14;
+    /// `maximum(a, b)`.
+    pub const MAXIMUM: u8 = 15;
+    /// `a ** b`.
+    pub const POW: u8 = 16;
+
+    /// `-x`.
+    pub const NEG: u8 = 20;
+    /// `|x|`.
+    pub const ABS: u8 = 21;
+    /// `x * x`.
+    pub const SQUARE: u8 = 22;
+    /// `sqrt(x)`.
+    pub const SQRT: u8 = 23;
+    /// `e^x`.
+    pub const EXP: u8 = 24;
+    /// `ln(x)`.
+    pub const LOG: u8 = 25;
+    /// `sin(x)`.
+    pub const SIN: u8 = 26;
+    /// `cos(x)`.
+    pub const COS: u8 = 27;
+
+    /// Whether a code word is a binary operator.
+    pub fn is_binary(word: i64) -> bool {
+        (i64::from(ADD)..=i64::from(POW)).contains(&word)
+    }
+
+    /// Whether a code word is a unary operator.
+    pub fn is_unary(word: i64) -> bool {
+        (i64::from(NEG)..=i64::from(COS)).contains(&word)
+    }
+}

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use taskhost_array_format::fused;
 use taskhost_client::{Handle, Raw};
 
 use crate::array::{Arg, BinaryOp, UnaryOp};
@@ -22,11 +23,11 @@ pub(crate) const MAX_DEPTH: usize = 10;
 /// What a fused call does with the values: nothing (the block) or a reduction's first stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FusedReduce {
-    None = 0,
-    Sum = 1,
-    Min = 2,
-    Max = 3,
-    Moments = 4,
+    None = fused::REDUCE_NONE as isize,
+    Sum = fused::REDUCE_SUM as isize,
+    Min = fused::REDUCE_MIN as isize,
+    Max = fused::REDUCE_MAX as isize,
+    Moments = fused::REDUCE_MOMENTS as isize,
 }
 
 /// One instruction of a fused program.
@@ -217,7 +218,7 @@ impl Expr {
             .filter(|(_, r)| **r)
             .fold(0i64, |m, (o, _)| m | 1 << o);
         let mut words: Vec<i64> = vec![
-            2,
+            fused::VERSION,
             self.leaves.len() as i64,
             ndim as i64,
             reduce as i64,
@@ -226,40 +227,46 @@ impl Expr {
         for leaf in &self.leaves {
             words.extend(leaf.map.iter().map(|m| m.map_or(-1, |a| a as i64)));
         }
-        words.extend(self.leaves.iter().map(|l| i64::from(l.random.is_some())));
+        words.extend(self.leaves.iter().map(|l| {
+            if l.random.is_some() {
+                fused::INPUT_RANDOM
+            } else {
+                fused::INPUT_DATA
+            }
+        }));
         for op in &self.code {
             match *op {
-                Op::Input(i) => words.extend([1, i as i64]),
-                Op::Const(v) => words.extend([2, v.to_bits() as i64]),
-                Op::Bin(b) => words.push(bin_code(b)),
-                Op::Un(u) => words.push(un_code(u)),
+                Op::Input(i) => words.extend([fused::INPUT, i as i64]),
+                Op::Const(v) => words.extend([fused::CONST, v.to_bits() as i64]),
+                Op::Bin(b) => words.push(i64::from(bin_code(b))),
+                Op::Un(u) => words.push(i64::from(un_code(u))),
             }
         }
         chunk::i64s(&[words.len()], &words)
     }
 }
 
-fn bin_code(op: BinaryOp) -> i64 {
+fn bin_code(op: BinaryOp) -> u8 {
     match op {
-        BinaryOp::Add => 10,
-        BinaryOp::Sub => 11,
-        BinaryOp::Mul => 12,
-        BinaryOp::Div => 13,
-        BinaryOp::Minimum => 14,
-        BinaryOp::Maximum => 15,
-        BinaryOp::Pow => 16,
+        BinaryOp::Add => fused::ADD,
+        BinaryOp::Sub => fused::SUB,
+        BinaryOp::Mul => fused::MUL,
+        BinaryOp::Div => fused::DIV,
+        BinaryOp::Minimum => fused::MINIMUM,
+        BinaryOp::Maximum => fused::MAXIMUM,
+        BinaryOp::Pow => fused::POW,
     }
 }
 
-fn un_code(op: UnaryOp) -> i64 {
+fn un_code(op: UnaryOp) -> u8 {
     match op {
-        UnaryOp::Neg => 20,
-        UnaryOp::Abs => 21,
-        UnaryOp::Square => 22,
-        UnaryOp::Sqrt => 23,
-        UnaryOp::Exp => 24,
-        UnaryOp::Log => 25,
-        UnaryOp::Sin => 26,
-        UnaryOp::Cos => 27,
+        UnaryOp::Neg => fused::NEG,
+        UnaryOp::Abs => fused::ABS,
+        UnaryOp::Square => fused::SQUARE,
+        UnaryOp::Sqrt => fused::SQRT,
+        UnaryOp::Exp => fused::EXP,
+        UnaryOp::Log => fused::LOG,
+        UnaryOp::Sin => fused::SIN,
+        UnaryOp::Cos => fused::COS,
     }
 }

@@ -35,6 +35,7 @@
 use crate::bail;
 use crate::chunk::{self, DType, Meta, Result, parse, parse_spec, strides};
 use crate::elem::Elem;
+use taskhost_array_format::fused;
 
 macro_rules! simd_fn {
     ($(#[$meta:meta])* fn $($rest:tt)*) => {
@@ -92,8 +93,11 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
         }
     };
     let version = get(0)?;
-    if version != 1 && version != 2 {
-        bail!("fused: program version {version} (1 or 2 expected)");
+    if version != 1 && version != fused::VERSION {
+        bail!(
+            "fused: program version {version} (1 or {} expected)",
+            fused::VERSION
+        );
     }
     let n_inputs = get(1)?;
     let ndim = get(2)?;
@@ -103,11 +107,11 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
     }
     let (n_inputs, ndim) = (n_inputs as usize, ndim as usize);
     let reduce = match get(3)? {
-        0 => Reduce::None,
-        1 => Reduce::Sum,
-        2 => Reduce::Min,
-        3 => Reduce::Max,
-        4 => Reduce::Moments,
+        fused::REDUCE_NONE => Reduce::None,
+        fused::REDUCE_SUM => Reduce::Sum,
+        fused::REDUCE_MIN => Reduce::Min,
+        fused::REDUCE_MAX => Reduce::Max,
+        fused::REDUCE_MOMENTS => Reduce::Moments,
         other => bail!("fused: unknown reduction {other}"),
     };
     let bits = get(4)?;
@@ -123,11 +127,11 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
         maps.push(map);
     }
     let mut kinds = vec![0; n_inputs];
-    if version == 2 {
+    if version >= 2 {
         for kind in &mut kinds {
             *kind = get(at)?;
             at += 1;
-            if *kind != 0 && *kind != 1 {
+            if *kind != fused::INPUT_DATA && *kind != fused::INPUT_RANDOM {
                 bail!("fused: unknown input kind {kind}");
             }
         }
@@ -139,7 +143,7 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
         let op = words[at];
         at += 1;
         let ins = match op {
-            1 => {
+            fused::INPUT => {
                 let i = get(at)?;
                 at += 1;
                 if i < 0 || i as usize >= n_inputs {
@@ -147,13 +151,13 @@ fn parse_program(bytes: &[u8]) -> Result<Program> {
                 }
                 Ins::Input(i as usize)
             }
-            2 => {
+            fused::CONST => {
                 let v = get(at)?;
                 at += 1;
                 Ins::Const(f64::from_bits(v as u64))
             }
-            10..=16 => Ins::Bin(op as u8),
-            20..=27 => Ins::Un(op as u8),
+            op if fused::is_binary(op) => Ins::Bin(op as u8),
+            op if fused::is_unary(op) => Ins::Un(op as u8),
             other => bail!("fused: unknown instruction {other}"),
         };
         match ins {
@@ -230,7 +234,7 @@ pub fn fused(program: &[u8], spec: &[u8], inputs: Vec<Vec<u8>>) -> Result<Vec<u8
     }
     let mut ins = Vec::with_capacity(inputs.len());
     for (k, (bytes, map)) in inputs.iter().zip(&prog.maps).enumerate() {
-        let (meta, at, seed) = if prog.kinds[k] == 1 {
+        let (meta, at, seed) = if prog.kinds[k] == fused::INPUT_RANDOM {
             let (meta, seed) = generator(bytes, k)?;
             (meta, bytes.len(), Some(seed))
         } else {
@@ -497,12 +501,12 @@ simd_fn! {
         let a = &mut a[..TILE];
         let b = &b[..TILE];
         match op {
-            10 => a.iter_mut().zip(b).for_each(|(x, y)| *x += *y),
-            11 => a.iter_mut().zip(b).for_each(|(x, y)| *x -= *y),
-            12 => a.iter_mut().zip(b).for_each(|(x, y)| *x *= *y),
-            13 => a.iter_mut().zip(b).for_each(|(x, y)| *x /= *y),
-            14 => a.iter_mut().zip(b).for_each(|(x, y)| *x = Elem::min(*x, *y)),
-            15 => a.iter_mut().zip(b).for_each(|(x, y)| *x = Elem::max(*x, *y)),
+            fused::ADD => a.iter_mut().zip(b).for_each(|(x, y)| *x += *y),
+            fused::SUB => a.iter_mut().zip(b).for_each(|(x, y)| *x -= *y),
+            fused::MUL => a.iter_mut().zip(b).for_each(|(x, y)| *x *= *y),
+            fused::DIV => a.iter_mut().zip(b).for_each(|(x, y)| *x /= *y),
+            fused::MINIMUM => a.iter_mut().zip(b).for_each(|(x, y)| *x = Elem::min(*x, *y)),
+            fused::MAXIMUM => a.iter_mut().zip(b).for_each(|(x, y)| *x = Elem::max(*x, *y)),
             _ => a.iter_mut().zip(b).for_each(|(x, y)| *x = x.powf(*y)),
         }
     }
@@ -511,13 +515,13 @@ simd_fn! {
 simd_fn! {
     fn unary(op: u8, a: &mut [f64]) {
         match op {
-            20 => a.iter_mut().for_each(|x| *x = -*x),
-            21 => a.iter_mut().for_each(|x| *x = x.abs()),
-            22 => a.iter_mut().for_each(|x| *x *= *x),
-            23 => a.iter_mut().for_each(|x| *x = x.sqrt()),
-            24 => a.iter_mut().for_each(|x| *x = x.exp()),
-            25 => a.iter_mut().for_each(|x| *x = x.ln()),
-            26 => a.iter_mut().for_each(|x| *x = x.sin()),
+            fused::NEG => a.iter_mut().for_each(|x| *x = -*x),
+            fused::ABS => a.iter_mut().for_each(|x| *x = x.abs()),
+            fused::SQUARE => a.iter_mut().for_each(|x| *x *= *x),
+            fused::SQRT => a.iter_mut().for_each(|x| *x = x.sqrt()),
+            fused::EXP => a.iter_mut().for_each(|x| *x = x.exp()),
+            fused::LOG => a.iter_mut().for_each(|x| *x = x.ln()),
+            fused::SIN => a.iter_mut().for_each(|x| *x = x.sin()),
             _ => a.iter_mut().for_each(|x| *x = x.cos()),
         }
     }
