@@ -48,6 +48,7 @@ mod control;
 mod endpoint;
 mod error;
 mod identity;
+mod thread;
 mod tls;
 
 pub use bulk::{
@@ -67,4 +68,5 @@ pub use identity::{
     CaHash, ClusterIdentity, ClusterToken, IDENTITY_DIR, JoinTicket, PEER_SERVER_NAME,
     SCHEDULER_SERVER_NAME, ServerIdentity, TICKET_ENV, TICKET_FILE,
 };
+pub use thread::spawn_runtime_thread;
 pub use tls::{Credentials, Trust};

@@ -157,27 +157,19 @@ pub async fn start(config: SchedulerConfig) -> Result<SchedulerHandle, Scheduler
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
-    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-    std::thread::Builder::new()
-        .name("taskhost-scheduler".into())
-        .spawn(move || {
-            tracing::dispatcher::with_default(&dispatch, || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(SchedulerError::Runtime(err)));
-                        return;
-                    }
-                };
-                runtime.block_on(serve(config, ready_tx, stop_rx));
-                drop(runtime);
-                let _ = done_tx.send(());
-            })
-        })
-        .map_err(SchedulerError::Runtime)?;
+    taskhost_net::spawn_runtime_thread("taskhost-scheduler", move |runtime| {
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = ready_tx.send(Err(SchedulerError::Runtime(err)));
+                return;
+            }
+        };
+        runtime.block_on(serve(config, ready_tx, stop_rx));
+        drop(runtime);
+        let _ = done_tx.send(());
+    })
+    .map_err(SchedulerError::Runtime)?;
     let (addr, ticket) = match ready_rx.await {
         Ok(ready) => ready?,
         Err(_) => {

@@ -196,38 +196,30 @@ impl WorkerHandle {
 /// a tokio runtime (any flavour).
 pub async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-    std::thread::Builder::new()
-        .name("taskhost-worker".into())
-        .spawn(move || {
-            tracing::dispatcher::with_default(&dispatch, || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(WorkerError::Internal(format!(
-                            "cannot start the worker's async runtime: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match worker::start(config).await {
-                        Ok((handle, commands)) => {
-                            // If nobody takes the handle, dropping it stops the worker.
-                            let _ = ready_tx.send(Ok(handle));
-                            let _ = commands.await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-            })
-        })
-        .map_err(|e| WorkerError::Internal(format!("cannot start the worker's thread: {e}")))?;
+    taskhost_net::spawn_runtime_thread("taskhost-worker", move |runtime| {
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready_tx.send(Err(WorkerError::Internal(format!(
+                    "cannot start the worker's async runtime: {e}"
+                ))));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match worker::start(config).await {
+                Ok((handle, commands)) => {
+                    // If nobody takes the handle, dropping it stops the worker.
+                    let _ = ready_tx.send(Ok(handle));
+                    let _ = commands.await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        });
+    })
+    .map_err(|e| WorkerError::Internal(format!("cannot start the worker's thread: {e}")))?;
     ready_rx.await.unwrap_or_else(|_| {
         Err(WorkerError::Internal(
             "the worker's thread stopped during start-up".into(),
