@@ -424,31 +424,47 @@ impl ClientInner {
 
     /// Waits until `key` (which a live future holds) is no longer pending.
     async fn wait_state(&self, key: TaskKey) -> KeyState {
+        match self
+            .wait_while(key, |state| matches!(state, KeyState::Pending))
+            .await
+        {
+            Some(state) => state,
+            None => KeyState::Lost(
+                self.state
+                    .lock()
+                    .lost
+                    .clone()
+                    .unwrap_or_else(|| "the key was released".into()),
+            ),
+        }
+    }
+
+    /// Waits while `key`'s state satisfies `waiting`, and returns the first state that does
+    /// not; `None` once the key is no longer referenced.
+    async fn wait_while(
+        &self,
+        key: TaskKey,
+        waiting: impl Fn(&KeyState) -> bool,
+    ) -> Option<KeyState> {
         loop {
             let notify = {
                 let st = self.state.lock();
-                match st.keys.get(&key) {
-                    None => {
-                        return KeyState::Lost(
-                            st.lost
-                                .clone()
-                                .unwrap_or_else(|| "the key was released".into()),
-                        );
-                    }
-                    Some(e) if !matches!(e.state, KeyState::Pending) => return e.state.clone(),
-                    Some(e) => e.notify.clone(),
+                let e = st.keys.get(&key)?;
+                if !waiting(&e.state) {
+                    return Some(e.state.clone());
                 }
+                e.notify.clone()
             };
             let mut notified = pin!(notify.notified());
             notified.as_mut().enable();
-            {
+            // A change between the check and `enable` would be missed: check again.
+            let changed = {
                 let st = self.state.lock();
-                match st.keys.get(&key) {
-                    Some(e) if matches!(e.state, KeyState::Pending) => {}
-                    _ => continue,
-                }
+                st.keys.get(&key).is_none_or(|e| !waiting(&e.state))
+            };
+            if !changed {
+                notified.await;
             }
-            notified.await;
         }
     }
 
@@ -487,45 +503,25 @@ impl ClientInner {
                 return Err(error);
             }
             tracing::debug!(key = %key.short(), %error, "result unavailable; waiting for it to be recomputed");
-            location =
-                match tokio::time::timeout(RELOCATE_WAIT, self.wait_moved(key, &holders)).await {
-                    Ok(Some(state)) => match state {
-                        KeyState::Done(location) => location,
-                        KeyState::Failed(failure) => return Err(Error::Task { key, failure }),
-                        KeyState::Lost(reason) => return Err(Error::ConnectionLost(reason)),
-                        KeyState::Rejected(reason) => return Err(Error::SubmitRejected { reason }),
-                        KeyState::Pending => return Err(error),
-                    },
-                    Ok(None) | Err(_) => return Err(error),
-                };
-        }
-    }
-
-    /// Waits until `key` has left `Done` at `holders`: a new location, or an end state. `None`
-    /// when the key is no longer referenced.
-    async fn wait_moved(&self, key: TaskKey, holders: &[SocketAddr]) -> Option<KeyState> {
-        loop {
-            let notify = {
-                let st = self.state.lock();
-                let e = st.keys.get(&key)?;
-                match &e.state {
-                    KeyState::Done(Location::Workers(h)) if h == holders => e.notify.clone(),
-                    KeyState::Pending => e.notify.clone(),
-                    other => return Some(other.clone()),
-                }
-            };
-            let mut notified = pin!(notify.notified());
-            notified.as_mut().enable();
+            location = match tokio::time::timeout(
+                RELOCATE_WAIT,
+                self.wait_while(key, |state| match state {
+                    KeyState::Done(Location::Workers(h)) => *h == holders,
+                    KeyState::Pending => true,
+                    _ => false,
+                }),
+            )
+            .await
             {
-                let st = self.state.lock();
-                match st.keys.get(&key).map(|e| &e.state) {
-                    None => return None,
-                    Some(KeyState::Done(Location::Workers(h))) if h == holders => {}
-                    Some(KeyState::Pending) => {}
-                    Some(other) => return Some(other.clone()),
-                }
-            }
-            notified.await;
+                Ok(Some(state)) => match state {
+                    KeyState::Done(location) => location,
+                    KeyState::Failed(failure) => return Err(Error::Task { key, failure }),
+                    KeyState::Lost(reason) => return Err(Error::ConnectionLost(reason)),
+                    KeyState::Rejected(reason) => return Err(Error::SubmitRejected { reason }),
+                    KeyState::Pending => return Err(error),
+                },
+                Ok(None) | Err(_) => return Err(error),
+            };
         }
     }
 
