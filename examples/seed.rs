@@ -5,6 +5,7 @@
 //! cargo run --release --example seed               # everything, at the seed's sizes
 //! cargo run --release --example seed -- --quick    # the at-scale expressions at 1/5 and 1/4 size
 //! cargo run --release --example seed -- --only-scale --workers 1 --slots 2
+//! cargo run --release --example seed -- --no-rewrites   # matrix products as written
 //! ```
 //!
 //! Each result is printed next to its expected value, computed independently: with ndarray for
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, Axis, Ix2, IxDyn};
-use taskhost_array::{Array, ArrayContext, chunk};
+use taskhost_array::{Array, ArrayConfig, ArrayContext, chunk};
 use taskhost_client::{Client, LocalCluster};
 
 struct Options {
@@ -27,6 +28,7 @@ struct Options {
     workers: usize,
     slots: u32,
     seed: u64,
+    rewrites: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -36,6 +38,7 @@ fn options() -> anyhow::Result<Options> {
         workers: 2,
         slots: 1,
         seed: 42,
+        rewrites: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -45,9 +48,10 @@ fn options() -> anyhow::Result<Options> {
             "--workers" => o.workers = args.next().context("--workers N")?.parse()?,
             "--slots" => o.slots = args.next().context("--slots N")?.parse()?,
             "--seed" => o.seed = args.next().context("--seed N")?.parse()?,
+            "--no-rewrites" => o.rewrites = false,
             other => {
                 bail!(
-                    "unknown argument {other}; use --quick, --only-scale, --workers N, --slots N, --seed N"
+                    "unknown argument {other}; use --quick, --only-scale, --workers N, --slots N, --seed N, --no-rewrites"
                 )
             }
         }
@@ -150,14 +154,20 @@ async fn main() -> anyhow::Result<()> {
         .slots(o.slots)
         .client()
         .await?;
-    let da = ArrayContext::new(&client).await?;
+    // `--no-rewrites`: no symmetric products, no numbers moved out of products (for comparisons).
+    let config = ArrayConfig {
+        rewrites: o.rewrites,
+        ..ArrayConfig::default()
+    };
+    let da = ArrayContext::with_config(&client, config).await?;
     let mut report = Report { failures: 0 };
     let total = Instant::now();
     println!(
-        "taskhost arrays: embedded local cluster, {} workers x {} slots, kernels module {}",
+        "taskhost arrays: embedded local cluster, {} workers x {} slots, kernels module {}, product rewrites {}",
         o.workers,
         o.slots,
-        da.module().id()
+        da.module().id(),
+        if o.rewrites { "on" } else { "off" }
     );
 
     if !o.only_scale {

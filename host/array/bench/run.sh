@@ -2,6 +2,8 @@
 # Runs the seed's at-scale array expressions on taskhost and on dask.array (LocalCluster with
 # 2 single-thread workers, and the threaded scheduler) in one go, for docs/benchmarks-arrays.md.
 # Creates a virtual environment with Dask under ~/.cache/taskhost/dask-venv on first use.
+# TASKHOST_BENCH_REWRITES_OFF=1 also runs taskhost with the matrix-product rewrites off
+# (`seed --no-rewrites`: every block product of x.dot(x.T + 1) computed, as written).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -18,6 +20,12 @@ echo "== taskhost (embedded local cluster, 2 workers x 1 slot)"
 "$seed" --only-scale --workers 2 --slots 1 "$@"
 echo "== taskhost (embedded local cluster, 1 worker x 2 slots)"
 "$seed" --only-scale --workers 1 --slots 2 "$@"
+if [ "${TASKHOST_BENCH_REWRITES_OFF:-0}" = 1 ]; then
+    echo "== taskhost, product rewrites off (2 workers x 1 slot)"
+    "$seed" --only-scale --workers 2 --slots 1 --no-rewrites "$@"
+    echo "== taskhost, product rewrites off (1 worker x 2 slots)"
+    "$seed" --only-scale --workers 1 --slots 2 --no-rewrites "$@"
+fi
 echo "== dask.array, LocalCluster(n_workers=2, threads_per_worker=1)"
 "$venv/bin/python" "$here/dask_array.py" --sched cluster
 echo "== dask.array, threads"

@@ -1,7 +1,8 @@
 //! The chunked [`Array`] and the [`ArrayContext`] that creates arrays.
 
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{ArrayD, IxDyn, Slice};
 use taskhost_client::{Args, Client, Graph, Handle, Module, Raw};
@@ -21,12 +22,44 @@ pub const MATMUL_TASK_BYTES: usize = 136 << 20;
 /// The most block products one `matmul_sum` task of a blocked product folds.
 pub const MAX_MATMUL_GROUP: usize = 8;
 
+/// How an [`ArrayContext`] builds graphs ([`ArrayContext::with_config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayConfig {
+    /// How many partial results one combine task of a tree reduction folds (at least 2).
+    pub fan_in: usize,
+    /// Blockwise fusion: elementwise operations, transposes and broadcasts build a lazy
+    /// expression evaluated by one `fused` call per block (off: every operation is a task).
+    pub fusion: bool,
+    /// Algebraic rewrites of matrix products, on the lazy expressions of fusion (so they need
+    /// `fusion`), exact up to the order of floating-point sums:
+    ///
+    /// - **symmetric product**: `a.dot(a.t())` and `a.t().dot(a)` compute only the output
+    ///   blocks `(i, j)` with `i <= j`; block `(j, i)` is read as the transpose of `(i, j)`
+    ///   (by a fused consumer, for free; otherwise by a `transpose` task);
+    /// - **scalar distributivity**: `a.dot(b ± c)` for a number `c` is
+    ///   `a.dot(b) ± c * (row sums of a)` broadcast along the columns, and `(b ± c).dot(a)` is
+    ///   `b.dot(a) ± c * (column sums of a)` broadcast along the rows (likewise `c ± b`); it
+    ///   is applied when `b.dot(a)` or `a.dot(b)` then is a symmetric product.
+    pub rewrites: bool,
+}
+
+impl Default for ArrayConfig {
+    fn default() -> Self {
+        ArrayConfig {
+            fan_in: DEFAULT_FAN_IN,
+            fusion: true,
+            rewrites: true,
+        }
+    }
+}
+
 struct Inner {
     client: Client,
     module: Module,
     graph: Graph,
-    fan_in: usize,
-    fusion: bool,
+    config: ArrayConfig,
+    /// The tasks added to the graph so far, per kernel.
+    per_kernel: Mutex<HashMap<String, usize>>,
 }
 
 /// Creates arrays on one client: holds the client, the registered kernels module and the graph
@@ -50,7 +83,7 @@ impl std::fmt::Debug for ArrayContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArrayContext")
             .field("module", &self.inner.module.id())
-            .field("fan_in", &self.inner.fan_in)
+            .field("config", &self.inner.config)
             .finish()
     }
 }
@@ -76,16 +109,38 @@ impl ArrayContext {
         fan_in: usize,
         fusion: bool,
     ) -> Result<Self, ArrayError> {
+        Self::with_config(
+            client,
+            ArrayConfig {
+                fan_in,
+                fusion,
+                ..ArrayConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// A context building graphs as `config` says (for instance with the algebraic rewrites
+    /// of matrix products turned off, for comparisons).
+    pub async fn with_config(client: &Client, config: ArrayConfig) -> Result<Self, ArrayError> {
         let module = client.module(crate::KERNELS_WASM.to_vec()).await?;
         Ok(ArrayContext {
             inner: Arc::new(Inner {
                 client: client.clone(),
                 module,
                 graph: Graph::new(),
-                fan_in: fan_in.max(2),
-                fusion,
+                config: ArrayConfig {
+                    fan_in: config.fan_in.max(2),
+                    ..config
+                },
+                per_kernel: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// How the context builds graphs.
+    pub fn config(&self) -> ArrayConfig {
+        self.inner.config
     }
 
     /// The client arrays are computed on.
@@ -104,6 +159,17 @@ impl ArrayContext {
         self.inner.graph.len()
     }
 
+    /// How many distinct calls of kernel `function` (`"matmul_sum"`, `"fused"`, ...) the
+    /// context's arrays added to the graph so far.
+    pub fn task_count_of(&self, function: &str) -> usize {
+        let counts = self
+            .inner
+            .per_kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counts.get(function).copied().unwrap_or(0)
+    }
+
     fn call(&self, function: &str, args: &[Arg<'_>]) -> Handle<Raw> {
         let mut built = Args::new();
         for arg in args {
@@ -112,10 +178,22 @@ impl ArrayContext {
                 Arg::Lit(bytes) => built.arg(Raw::from(bytes.as_slice())),
             };
         }
-        self.inner
+        // Held across the call, so that a call the graph already holds is not counted.
+        let mut counts = self
+            .inner
+            .per_kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = self.inner.graph.len();
+        let handle = self
+            .inner
             .graph
             .call::<Raw>(&self.inner.module, function, built)
-            .unwrap_or_else(|err| panic!("adding a call of kernel `{function}` failed: {err}"))
+            .unwrap_or_else(|err| panic!("adding a call of kernel `{function}` failed: {err}"));
+        if self.inner.graph.len() > before {
+            *counts.entry(function.to_owned()).or_default() += 1;
+        }
+        handle
     }
 
     fn creation(
@@ -433,7 +511,7 @@ impl Array {
 
     /// Whether operations on this array join a fused expression.
     fn fuses(&self) -> bool {
-        self.ctx.inner.fusion && self.dtype == DType::F64
+        self.ctx.inner.config.fusion && self.dtype == DType::F64
     }
 
     /// An array whose blocks are `blocks`.
@@ -476,7 +554,7 @@ impl Array {
             None => Expr::leaf(
                 self.shared_blocks().clone(),
                 &self.chunks,
-                self.random.filter(|_| self.ctx.inner.fusion),
+                self.random.filter(|_| self.ctx.inner.config.fusion),
             ),
         }
     }
@@ -487,22 +565,27 @@ impl Array {
     }
 
     /// Adds the tasks of a lazy expression: one `fused` call per block (a plain `transpose`
-    /// for the transpose of one 2-D array; none for an array read as it is).
+    /// for a block that is the transpose of one stored 2-D block; none for a block read as it
+    /// is).
     fn materialize(&self, expr: &Expr) -> Vec<Handle<Raw>> {
-        let leaf = &expr.leaves[0];
-        if expr.is_identity() {
-            return leaf.blocks.to_vec();
-        }
         let ndim = self.ndim();
-        let program = expr.program(ndim, FusedReduce::None, &vec![false; ndim]);
+        let plain = vec![false; ndim];
         grid_indices(&self.chunks)
             .iter()
             .map(|out| {
-                if expr.is_transpose() {
-                    return self.ctx.call("transpose", &[leaf.arg(out)]);
+                if let Some(leaf) = expr.view() {
+                    let map = leaf.map_at(out);
+                    if map.len() == leaf.chunks.len()
+                        && map.iter().enumerate().all(|(o, m)| *m == Some(o))
+                    {
+                        return leaf.block(out).clone();
+                    }
+                    if leaf.random.is_none() && map == [Some(1), Some(0)] {
+                        return self.ctx.call("transpose", &[Arg::Block(leaf.block(out))]);
+                    }
                 }
                 let mut args = vec![
-                    Arg::Lit(program.clone()),
+                    Arg::Lit(expr.program(ndim, FusedReduce::None, &plain, out)),
                     Arg::Lit(chunk::spec(DType::F64, &block_shape(&self.chunks, out))),
                 ];
                 args.extend(expr.leaves.iter().map(|l| l.arg(out)));
@@ -784,11 +867,10 @@ impl Array {
                     Reduction::Max => FusedReduce::Max,
                     Reduction::Var(_) | Reduction::Std(_) => FusedReduce::Moments,
                 };
-                let program = expr.program(ndim, kind, &mask);
                 for index in grid_indices(&src.chunks) {
                     let out: Vec<usize> = keep.iter().map(|&a| index[a]).collect();
                     let mut args = vec![
-                        Arg::Lit(program.clone()),
+                        Arg::Lit(expr.program(ndim, kind, &mask, &index)),
                         Arg::Lit(chunk::spec(DType::F64, &block_shape(&src.chunks, &index))),
                     ];
                     args.extend(expr.leaves.iter().map(|l| l.arg(&index)));
@@ -805,7 +887,7 @@ impl Array {
                 }
             }
         }
-        let fan_in = self.ctx.inner.fan_in;
+        let fan_in = self.ctx.inner.config.fan_in;
         let blocks = grid_indices(&chunks)
             .iter()
             .zip(groups)
@@ -951,6 +1033,11 @@ impl Array {
     /// of `other`'s rows. Output block `(i, j)` is `sum_p A[i,p] . B[p,j]`, computed by
     /// `matmul_sum` tasks that each fold up to [`MAX_MATMUL_GROUP`] block products (as many as
     /// fit in [`MATMUL_TASK_BYTES`]), chained when the contraction has more blocks.
+    ///
+    /// With the context's rewrites on ([`ArrayConfig::rewrites`], the default), the product of
+    /// an array and its own transpose computes only the upper block triangle, and a number
+    /// added to or subtracted from an operand is moved out of the product when that makes it
+    /// such a symmetric product (`x.dot(x.T + 1)` is `x.dot(x.T) + x.sum(axis=1)[:, None]`).
     pub fn try_dot(&self, other: &Array) -> Result<Array, ArrayError> {
         if self.ndim() != 2 || other.ndim() != 2 {
             return Err(ArrayError::Shape(format!(
@@ -973,40 +1060,140 @@ impl Array {
         if self.dtype != other.dtype {
             return self.astype(DType::F64).try_dot(&other.astype(DType::F64));
         }
-        let (mi, kk, nj) = (
-            self.chunks[0].len(),
-            self.chunks[1].len(),
-            other.chunks[1].len(),
-        );
+        if let Some(rewritten) = self.rewritten_dot(other) {
+            return Ok(rewritten);
+        }
+        let (mi, nj) = (self.chunks[0].len(), other.chunks[1].len());
         let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
-        let first = |c: &[Vec<usize>], axis: usize| c[axis].first().copied().unwrap_or(1).max(1);
-        let pair_bytes = (first(&self.chunks, 0) * first(&self.chunks, 1)
-            + first(&other.chunks, 0) * first(&other.chunks, 1))
-            * self.dtype.size();
-        let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
         let mut blocks = Vec::with_capacity(mi * nj);
         for i in 0..mi {
             for j in 0..nj {
-                // c = sum over p of A[i, p] . B[p, j], `group` products per task.
-                let spec = chunk::spec(self.dtype, &[self.chunks[0][i], other.chunks[1][j]]);
-                let mut c: Option<Handle<Raw>> = None;
-                for start in (0..kk).step_by(group) {
-                    let mut args = vec![match &c {
-                        Some(c) => Arg::Block(c),
-                        None => Arg::Lit(spec.clone()),
-                    }];
-                    for p in start..(start + group).min(kk) {
-                        args.push(Arg::Block(&a_blocks[i * kk + p]));
-                        args.push(Arg::Block(&b_blocks[p * nj + j]));
-                    }
-                    c = Some(self.ctx.call("matmul_sum", &args));
-                }
-                blocks.push(c.expect("at least one contraction block"));
+                blocks.push(self.product_block(other, a_blocks, b_blocks, i, j));
             }
         }
         let shape = vec![self.shape[0], other.shape[1]];
         let chunks = vec![self.chunks[0].clone(), other.chunks[1].clone()];
         Ok(self.with(shape, chunks, self.dtype, blocks))
+    }
+
+    /// Output block `(i, j)` of `self . other` (aligned, same dtype) from the operands' blocks:
+    /// `sum_p A[i,p] . B[p,j]` in `matmul_sum` tasks of up to [`MAX_MATMUL_GROUP`] products.
+    fn product_block(
+        &self,
+        other: &Array,
+        a_blocks: &[Handle<Raw>],
+        b_blocks: &[Handle<Raw>],
+        i: usize,
+        j: usize,
+    ) -> Handle<Raw> {
+        let (kk, nj) = (self.chunks[1].len(), other.chunks[1].len());
+        let first = |c: &[Vec<usize>], axis: usize| c[axis].first().copied().unwrap_or(1).max(1);
+        let pair_bytes = (first(&self.chunks, 0) * first(&self.chunks, 1)
+            + first(&other.chunks, 0) * first(&other.chunks, 1))
+            * self.dtype.size();
+        let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
+        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], other.chunks[1][j]]);
+        let mut c: Option<Handle<Raw>> = None;
+        for start in (0..kk).step_by(group) {
+            let mut args = vec![match &c {
+                Some(c) => Arg::Block(c),
+                None => Arg::Lit(spec.clone()),
+            }];
+            for p in start..(start + group).min(kk) {
+                args.push(Arg::Block(&a_blocks[i * kk + p]));
+                args.push(Arg::Block(&b_blocks[p * nj + j]));
+            }
+            c = Some(self.ctx.call("matmul_sum", &args));
+        }
+        c.expect("at least one contraction block")
+    }
+
+    /// Whether `other` is this 2-D array's transpose by construction: the same stored arrays
+    /// (and the same elementwise expression over them, if lazy) read with the axes reversed.
+    /// Structural identity, not values.
+    fn is_transpose_of(&self, other: &Array) -> bool {
+        self.ndim() == 2 && other.ndim() == 2 && self.as_expr().is_transpose_of(&other.as_expr())
+    }
+
+    /// `e op c` (or `c op e` when the flag is set) for `self` a lazy `e + c`, `e - c`, `c + e`
+    /// or `c - e` with a number `c`: `(e, op, c, flag)`.
+    fn split_scalar(&self) -> Option<(Array, BinaryOp, f64, bool)> {
+        let (e, op, c, left) = self.expr.as_ref()?.split_scalar()?;
+        Some((
+            self.lazy(self.shape.clone(), self.chunks.clone(), e),
+            op,
+            c,
+            left,
+        ))
+    }
+
+    /// A 1-D array as a column `(n, 1)`, broadcast along the columns of what it meets.
+    fn column(&self) -> Array {
+        let mut expr = self.as_expr();
+        for leaf in &mut expr.leaves {
+            leaf.map.push(None);
+        }
+        self.lazy(
+            vec![self.shape[0], 1],
+            vec![self.chunks[0].clone(), vec![1]],
+            expr,
+        )
+    }
+
+    /// The algebraic rewrites of `self . other` ([`ArrayConfig::rewrites`]), when they apply.
+    fn rewritten_dot(&self, other: &Array) -> Option<Array> {
+        if !self.ctx.inner.config.rewrites || !self.fuses() || !other.fuses() {
+            return None;
+        }
+        if self.is_transpose_of(other) {
+            return Some(self.symmetric_dot(other));
+        }
+        let combine = |product: Array, sums: Array, op: BinaryOp, left: bool| {
+            let (a, b) = if left {
+                (&sums, &product)
+            } else {
+                (&product, &sums)
+            };
+            a.try_binary(op, b)
+                .unwrap_or_else(|e| panic!("a product and its sums broadcast: {e}"))
+        };
+        // a . (b ± c) = a . b ± c * rowsum(a)[:, None]: (a . c1)_ij = c * sum_p a_ip.
+        if let Some((b, op, c, left)) = other.split_scalar()
+            && self.is_transpose_of(&b)
+        {
+            let sums = self.sum_axis(1).column() * c;
+            return Some(combine(self.symmetric_dot(&b), sums, op, left));
+        }
+        // (b ± c) . a = b . a ± c * colsum(a)[None, :]: (c1 . a)_ij = c * sum_p a_pj.
+        if let Some((b, op, c, left)) = self.split_scalar()
+            && b.is_transpose_of(other)
+        {
+            let sums = other.sum_axis(0) * c;
+            return Some(combine(b.symmetric_dot(other), sums, op, left));
+        }
+        None
+    }
+
+    /// `self . other` for `other` the transpose of `self` (aligned, float64): only the output
+    /// blocks `(i, j)` with `i <= j` are products; the result is a lazy symmetric expression
+    /// that reads block `(j, i)` as the transpose of `(i, j)`.
+    fn symmetric_dot(&self, other: &Array) -> Array {
+        let n = self.chunks[0].len();
+        let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
+        let mut blocks: Vec<Handle<Raw>> = Vec::with_capacity(n * n);
+        for i in 0..n {
+            for j in 0..n {
+                let block = if i <= j {
+                    self.product_block(other, a_blocks, b_blocks, i, j)
+                } else {
+                    blocks[j * n + i].clone()
+                };
+                blocks.push(block);
+            }
+        }
+        let chunks = vec![self.chunks[0].clone(), self.chunks[0].clone()];
+        let expr = Expr::symmetric(Arc::new(blocks), &chunks);
+        self.lazy(vec![self.shape[0]; 2], chunks, expr)
     }
 
     /// The matrix product (see [`try_dot`](Self::try_dot)).

@@ -50,29 +50,72 @@ pub(crate) struct Leaf {
     pub map: Vec<Option<usize>>,
     /// The seed of a random array: the fused call recomputes its values instead of reading them.
     pub random: Option<u64>,
+    /// Symmetric storage of a square 2-D array (the result of a symmetric product): only the
+    /// blocks `(i, j)` with `i <= j` are computed, and `blocks` holds at `(j, i)` the handle of
+    /// `(i, j)`, which a fused call reads transposed (a per-block map, see [`Leaf::map_at`]).
+    pub symmetric: bool,
 }
 
 impl Leaf {
     fn same(&self, other: &Leaf) -> bool {
-        self.map == other.map
-            && self.random == other.random
+        self.map == other.map && self.same_data(other)
+    }
+
+    /// Whether both leaves read the same array (whatever their maps).
+    pub fn same_data(&self, other: &Leaf) -> bool {
+        self.random == other.random
+            && self.symmetric == other.symmetric
             && self.chunks == other.chunks
             && (Arc::ptr_eq(&self.blocks, &other.blocks) || self.blocks == other.blocks)
+    }
+
+    /// Where the leaf's data for output block `out` of the expression is: the flat index of
+    /// the stored block, its shape, and whether it is read transposed (a block below the
+    /// diagonal of a symmetric leaf, stored as the block above).
+    pub fn locate(&self, out: &[usize]) -> (usize, Vec<i64>, bool) {
+        let mut index: Vec<usize> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .map(
+                |(axis, c)| match self.map.iter().position(|m| *m == Some(axis)) {
+                    Some(o) if c.len() > 1 => out[o],
+                    _ => 0,
+                },
+            )
+            .collect();
+        let flipped = self.symmetric && index[0] > index[1];
+        if flipped {
+            index.swap(0, 1);
+        }
+        let flat = index
+            .iter()
+            .zip(&self.chunks)
+            .fold(0, |flat, (&i, c)| flat * c.len() + i);
+        let shape = index
+            .iter()
+            .zip(&self.chunks)
+            .map(|(&i, c)| c[i] as i64)
+            .collect();
+        (flat, shape, flipped)
+    }
+
+    /// The leaf's map for output block `out`: its map, with the two axes swapped where a
+    /// symmetric leaf's block is read transposed.
+    pub fn map_at(&self, out: &[usize]) -> Vec<Option<usize>> {
+        let mut map = self.map.clone();
+        if self.locate(out).2 {
+            for m in &mut map {
+                *m = m.map(|a| 1 - a);
+            }
+        }
+        map
     }
 
     /// The leaf's argument for output block `out` of the expression: its block, or for a
     /// random leaf the generator `[seed, shape...]` of that block.
     pub fn arg(&self, out: &[usize]) -> Arg<'_> {
-        let mut flat = 0;
-        let mut shape = Vec::with_capacity(self.chunks.len());
-        for (axis, c) in self.chunks.iter().enumerate() {
-            let i = match self.map.iter().position(|m| *m == Some(axis)) {
-                Some(o) if c.len() > 1 => out[o],
-                _ => 0,
-            };
-            flat = flat * c.len() + i;
-            shape.push(c[i] as i64);
-        }
+        let (flat, shape, _) = self.locate(out);
         match self.random {
             None => Arg::Block(&self.blocks[flat]),
             Some(seed) => {
@@ -81,6 +124,12 @@ impl Leaf {
                 Arg::Lit(chunk::i64s(&[words.len()], &words))
             }
         }
+    }
+
+    /// The stored block for output block `out` (not for random leaves, which store none that
+    /// fused calls read).
+    pub fn block(&self, out: &[usize]) -> &Handle<Raw> {
+        &self.blocks[self.locate(out).0]
     }
 }
 
@@ -100,9 +149,90 @@ impl Expr {
                 chunks: chunks.to_vec(),
                 map: (0..chunks.len()).map(Some).collect(),
                 random,
+                symmetric: false,
             }],
             code: vec![Op::Input(0)],
         }
+    }
+
+    /// The identity expression of a symmetric square 2-D array stored as its upper block
+    /// triangle: `blocks` is the whole grid, its block `(j, i)` the handle of `(i, j)`.
+    pub fn symmetric(blocks: Arc<Vec<Handle<Raw>>>, chunks: &[Vec<usize>]) -> Expr {
+        debug_assert!(chunks.len() == 2 && chunks[0] == chunks[1]);
+        Expr {
+            leaves: vec![Leaf {
+                blocks,
+                chunks: chunks.to_vec(),
+                map: vec![Some(0), Some(1)],
+                random: None,
+                symmetric: true,
+            }],
+            code: vec![Op::Input(0)],
+        }
+    }
+
+    /// Whether `other` is this 2-D expression transposed, by construction: the same program
+    /// over the same arrays, each read with its map's output axes reversed.
+    pub fn is_transpose_of(&self, other: &Expr) -> bool {
+        self.code == other.code
+            && self.leaves.len() == other.leaves.len()
+            && self.leaves.iter().zip(&other.leaves).all(|(a, b)| {
+                a.same_data(b) && a.map.len() == 2 && a.map.iter().eq(b.map.iter().rev())
+            })
+    }
+
+    /// The leaf the expression reads as it is (with its map), if it is just one leaf.
+    pub fn view(&self) -> Option<&Leaf> {
+        (self.code == [Op::Input(0)]).then(|| &self.leaves[0])
+    }
+
+    /// `e + c`, `e - c`, `c + e` or `c - e` for a number `c`: `(e, op, c, c on the left)`,
+    /// with `e` keeping only the leaves it reads.
+    pub fn split_scalar(&self) -> Option<(Expr, BinaryOp, f64, bool)> {
+        let n = self.code.len();
+        let op = match self.code.last()? {
+            Op::Bin(op @ (BinaryOp::Add | BinaryOp::Sub)) => *op,
+            _ => return None,
+        };
+        let (rest, value, left) = match (&self.code[..n - 1], self.code.first()) {
+            ([rest @ .., Op::Const(c)], _) if !rest.is_empty() => (rest, *c, false),
+            ([Op::Const(c), rest @ ..], _) if !rest.is_empty() => (rest, *c, true),
+            _ => return None,
+        };
+        // `rest` must be one whole operand: a program that leaves exactly one value without
+        // reaching below its own stack (for `c + e`, into the number).
+        let mut depth = 0usize;
+        for op in rest {
+            let need = match op {
+                Op::Input(_) | Op::Const(_) => 0,
+                Op::Bin(_) => 2,
+                Op::Un(_) => 1,
+            };
+            if depth < need {
+                return None;
+            }
+            depth = match op {
+                Op::Input(_) | Op::Const(_) => depth + 1,
+                Op::Bin(_) => depth - 1,
+                Op::Un(_) => depth,
+            };
+        }
+        if depth != 1 || !rest.iter().any(|op| matches!(op, Op::Input(_))) {
+            return None;
+        }
+        let mut renumber = vec![None; self.leaves.len()];
+        let mut leaves = Vec::new();
+        let code = rest
+            .iter()
+            .map(|op| match *op {
+                Op::Input(i) => Op::Input(*renumber[i].get_or_insert_with(|| {
+                    leaves.push(self.leaves[i].clone());
+                    leaves.len() - 1
+                })),
+                other => other,
+            })
+            .collect();
+        Some((Expr { leaves, code }, op, value, left))
     }
 
     /// The stack depth the program needs.
@@ -193,25 +323,15 @@ impl Expr {
         e
     }
 
-    /// Whether the expression is one leaf read as it is.
-    pub fn is_identity(&self) -> bool {
-        self.code == [Op::Input(0)]
-            && self.leaves[0]
-                .map
-                .iter()
-                .enumerate()
-                .all(|(o, m)| *m == Some(o))
-    }
-
-    /// Whether the expression is the transpose of one 2-D leaf.
-    pub fn is_transpose(&self) -> bool {
-        self.code == [Op::Input(0)]
-            && self.leaves[0].map == [Some(1), Some(0)]
-            && self.leaves[0].random.is_none()
-    }
-
-    /// The program of the `fused` kernel for this expression over `ndim` axes.
-    pub fn program(&self, ndim: usize, reduce: FusedReduce, reduced: &[bool]) -> Vec<u8> {
+    /// The program of the `fused` kernel for output block `out` of this expression over
+    /// `ndim` axes (the same for every block unless a symmetric leaf is read transposed).
+    pub fn program(
+        &self,
+        ndim: usize,
+        reduce: FusedReduce,
+        reduced: &[bool],
+        out: &[usize],
+    ) -> Vec<u8> {
         let mask = reduced
             .iter()
             .enumerate()
@@ -225,7 +345,7 @@ impl Expr {
             mask,
         ];
         for leaf in &self.leaves {
-            words.extend(leaf.map.iter().map(|m| m.map_or(-1, |a| a as i64)));
+            words.extend(leaf.map_at(out).iter().map(|m| m.map_or(-1, |a| a as i64)));
         }
         words.extend(self.leaves.iter().map(|l| {
             if l.random.is_some() {

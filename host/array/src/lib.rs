@@ -28,8 +28,8 @@ mod fuse;
 mod ops;
 
 pub use array::{
-    Array, ArrayContext, BinaryOp, DEFAULT_FAN_IN, MATMUL_TASK_BYTES, MAX_MATMUL_GROUP, Reduction,
-    UnaryOp, normalize_chunks,
+    Array, ArrayConfig, ArrayContext, BinaryOp, DEFAULT_FAN_IN, MATMUL_TASK_BYTES,
+    MAX_MATMUL_GROUP, Reduction, UnaryOp, normalize_chunks,
 };
 pub use chunk::DType;
 pub use error::ArrayError;
