@@ -1,17 +1,22 @@
 //! Matrix products of 2-D blocks: `matmul(a, b)` and the accumulating `matmul_acc(c, a, b)`.
 //!
-//! float64 uses a packed, cache-blocked product with a 6 x 4 register tile of two-lane vectors
-//! (WebAssembly SIMD in the guest build); float32 and int64 use a plain row-times-row loop.
+//! float64 uses a packed, cache-blocked product (GotoBLAS/BLIS style) with a 4 x 4 register tile
+//! of two-lane vectors (WebAssembly SIMD in the guest build); float32 and int64 use a plain
+//! row-times-row loop.
 
 use crate::bail;
 use crate::chunk::{DType, Meta, Result, parse, parse_spec};
 use crate::elem::Elem;
 use crate::with_dtype;
 
-/// Two f64 lanes: a WebAssembly `v128` in the guest, a pair elsewhere.
+/// Two f64 lanes: a WebAssembly `v128` in the guest, a pair elsewhere. The pointer functions
+/// read and write little-endian f64 at any alignment.
 #[cfg(all(target_arch = "wasm32", not(feature = "scalar")))]
 mod lanes {
-    use core::arch::wasm32::{f64x2_extract_lane, f64x2_splat, v128};
+    use core::arch::wasm32::{
+        f64x2_add, f64x2_extract_lane, f64x2_mul, f64x2_splat, i64x2_shuffle, v128, v128_load,
+        v128_store,
+    };
 
     pub type V = v128;
 
@@ -25,12 +30,20 @@ mod lanes {
     pub fn pair(a: f64, b: f64) -> V {
         core::arch::wasm32::f64x2(a, b)
     }
-    /// `a * b + c`, fused where the host has FMA (relaxed SIMD), so the last bit may differ
-    /// between hosts.
     #[inline]
-    #[target_feature(enable = "simd128,relaxed-simd")]
+    #[target_feature(enable = "simd128")]
+    pub fn add(a: V, b: V) -> V {
+        f64x2_add(a, b)
+    }
+    /// `c + a * b`, a multiply then an add (two roundings). Not `f64x2.relaxed_madd`:
+    /// Wasmtime lowers that to `vfmadd213pd`, which overwrites a factor rather than the
+    /// accumulator, so every accumulator moves to another register at every step and the
+    /// register allocator spills some of them (the micro-kernel ran ~1.4x slower with it).
+    /// A multiply and an add keep the accumulators in place and use the separate add ports.
+    #[inline]
+    #[target_feature(enable = "simd128")]
     pub fn mul_add(a: V, b: V, c: V) -> V {
-        core::arch::wasm32::f64x2_relaxed_madd(a, b, c)
+        f64x2_add(c, f64x2_mul(a, b))
     }
     #[inline]
     #[target_feature(enable = "simd128")]
@@ -40,6 +53,38 @@ mod lanes {
         } else {
             f64x2_extract_lane::<1>(v)
         }
+    }
+    /// Lane `i` of `v` in both lanes.
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub fn dup(v: V, i: usize) -> V {
+        if i == 0 {
+            i64x2_shuffle::<0, 0>(v, v)
+        } else {
+            i64x2_shuffle::<1, 1>(v, v)
+        }
+    }
+    /// The two values at `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be readable for 16 bytes.
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub unsafe fn load(p: *const u8) -> V {
+        // SAFETY: as the caller guarantees; the load has no alignment requirement.
+        unsafe { v128_load(p.cast()) }
+    }
+    /// Writes the two lanes at `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be writable for 16 bytes.
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub unsafe fn store(p: *mut u8, v: V) {
+        // SAFETY: as the caller guarantees; the store has no alignment requirement.
+        unsafe { v128_store(p.cast(), v) }
     }
 }
 
@@ -56,6 +101,10 @@ mod lanes {
         [a, b]
     }
     #[inline(always)]
+    pub fn add(a: V, b: V) -> V {
+        [a[0] + b[0], a[1] + b[1]]
+    }
+    #[inline(always)]
     pub fn mul_add(a: V, b: V, c: V) -> V {
         [c[0] + a[0] * b[0], c[1] + a[1] * b[1]]
     }
@@ -63,14 +112,43 @@ mod lanes {
     pub fn lane(v: V, i: usize) -> f64 {
         v[i]
     }
+    #[inline(always)]
+    pub fn dup(v: V, i: usize) -> V {
+        [v[i], v[i]]
+    }
+    /// # Safety
+    ///
+    /// `p` must be readable for 16 bytes.
+    #[inline(always)]
+    pub unsafe fn load(p: *const u8) -> V {
+        // SAFETY: as the caller guarantees.
+        let bytes = unsafe { p.cast::<[[u8; 8]; 2]>().read_unaligned() };
+        [f64::from_le_bytes(bytes[0]), f64::from_le_bytes(bytes[1])]
+    }
+    /// # Safety
+    ///
+    /// `p` must be writable for 16 bytes.
+    #[inline(always)]
+    pub unsafe fn store(p: *mut u8, v: V) {
+        let bytes = [v[0].to_le_bytes(), v[1].to_le_bytes()];
+        // SAFETY: as the caller guarantees.
+        unsafe { p.cast::<[[u8; 8]; 2]>().write_unaligned(bytes) };
+    }
 }
 
 use lanes::V;
 
-const MR: usize = 6;
+// Block sizes, in elements. The register tile is `MR x NR` (4 x 4: eight accumulator vectors,
+// four vectors of A and two of B per step, 14 of the 16 vector registers of x86-64, plus one
+// for a product); a packed strip of A (`KC x MR` values, each duplicated into a vector) and
+// one of B (`KC x NR`) are 16 KB and 8 KB, the packed block of A (`MC x KC`) 512 KB, within
+// L2, and a panel of B (`KC x NC`) at most 2 MB, which a 1000-column block fills. Measured on
+// 1000^3 (docs/benchmarks-arrays.md): KC 128, 256 and 384 are alike; NC 256 or 512 (B panel
+// 0.5-1 MB) is 10-15% slower, MC 64 or 256 5-15% slower.
+const MR: usize = 4;
 const NR: usize = 4;
 const KC: usize = 256;
-const MC: usize = 120;
+const MC: usize = 128;
 const NC: usize = 1024;
 
 fn dims(a: &Meta, b: &Meta) -> Result<(usize, usize, usize)> {
@@ -200,19 +278,22 @@ fn gemm_plain<T: Elem>(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: 
     }
 }
 
-/// `c += a . b` in float64: B is packed in panels of `KC x NC` as strips of `NR` columns (two
-/// vectors per row of a strip), A in blocks of `MC x KC` as strips of `MR` rows, and a 6 x 4
-/// tile of C is accumulated in twelve vector registers.
-#[cfg_attr(
-    all(target_arch = "wasm32", not(feature = "scalar")),
-    target_feature(enable = "simd128")
-)]
+/// `c += a . b` in float64, in the style of GotoBLAS/BLIS: B is packed in panels of `KC x NC`
+/// as strips of `NR` columns (`NR / 2` vectors per row of a strip), A in blocks of `MC x KC` as
+/// strips of `MR` rows (each value duplicated into a vector, so that the kernel needs no
+/// broadcast: in Wasmtime a `v128.load64_splat` whose result is used twice becomes a scalar
+/// load, a move and a shuffle), and an `MR x NR` tile of C is accumulated in vector registers
+/// by [`micro`], which reads the packed buffers without bounds checks. Two buffers are
+/// allocated per call: at most 2 MB for B and 512 KB for A.
 fn gemm_f64(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let mut bpack: Vec<V> = Vec::new();
-    let mut apack: Vec<f64> = Vec::new();
+    // What makes the raw reads and writes below stay inside the buffers.
+    assert!(a.len() >= m * k * 8 && b.len() >= k * n * 8 && c.len() >= m * n * 8);
+    let kc_max = KC.min(k);
+    let mut bpack = vec![lanes::splat(0.0); kc_max * NC.min(n.next_multiple_of(NR)) / 2];
+    let mut apack = vec![lanes::splat(0.0); kc_max * MC.min(m.next_multiple_of(MR))];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -222,20 +303,26 @@ fn gemm_f64(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
                 let mc = MC.min(m - ic);
                 pack_a(&mut apack, a, k, ic, mc, pc, kc);
                 for jr in (0..nc).step_by(NR) {
-                    let strip_b = &bpack[(jr / NR) * kc * 2..(jr / NR + 1) * kc * 2];
+                    let strip_b = &bpack[jr / 2 * kc..(jr / 2 + NR / 2) * kc];
                     let cols = NR.min(nc - jr);
                     for ir in (0..mc).step_by(MR) {
-                        let strip_a = &apack[(ir / MR) * kc * MR..(ir / MR + 1) * kc * MR];
+                        let strip_a = &apack[ir * kc..(ir + MR) * kc];
                         let rows = MR.min(mc - ir);
-                        let tile = micro(strip_a, strip_b, kc);
-                        for (r, tile_row) in tile.iter().enumerate().take(rows) {
-                            let at = ((ic + ir + r) * n + jc + jr) * 8;
-                            for (col, slot) in c[at..at + cols * 8].chunks_exact_mut(8).enumerate()
-                            {
-                                let v = lanes::lane(tile_row[col / 2], col % 2);
-                                (f64::load(slot) + v).store(slot);
-                            }
-                        }
+                        let at = ((ic + ir) * n + jc + jr) * 8;
+                        // SAFETY: the strips hold `kc` steps of `MR` and `NR / 2` vectors; the tile of C at `at` has `rows` rows of `cols` values
+                        // inside `c` (`ic + ir + rows <= m`, `jc + jr + cols <= n`, asserted
+                        // length above).
+                        unsafe {
+                            micro(
+                                kc,
+                                strip_a.as_ptr(),
+                                strip_b.as_ptr(),
+                                c.as_mut_ptr().add(at),
+                                n,
+                                rows,
+                                cols,
+                            )
+                        };
                     }
                 }
             }
@@ -243,101 +330,191 @@ fn gemm_f64(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
     }
 }
 
-#[cfg_attr(
-    all(target_arch = "wasm32", not(feature = "scalar")),
-    target_feature(enable = "simd128")
-)]
-fn pack_b(out: &mut Vec<V>, b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
-    out.clear();
-    let load = |p: usize, j: usize| -> f64 {
-        if j < jc + nc {
-            f64::load(&b[(p * n + j) * 8..(p * n + j) * 8 + 8])
-        } else {
-            0.0
-        }
-    };
-    for jr in (0..nc).step_by(NR) {
-        let j = jc + jr;
-        for p in pc..pc + kc {
-            out.push(lanes::pair(load(p, j), load(p, j + 1)));
-            out.push(lanes::pair(load(p, j + 2), load(p, j + 3)));
-        }
-    }
-}
-
-#[cfg_attr(
-    all(target_arch = "wasm32", not(feature = "scalar")),
-    target_feature(enable = "simd128")
-)]
-fn pack_a(out: &mut Vec<f64>, a: &[u8], k: usize, ic: usize, mc: usize, pc: usize, kc: usize) {
-    out.clear();
-    for ir in (0..mc).step_by(MR) {
-        for p in pc..pc + kc {
-            for r in 0..MR {
-                let i = ic + ir + r;
-                out.push(if ir + r < mc {
-                    f64::load(&a[(i * k + p) * 8..(i * k + p) * 8 + 8])
+/// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of B (`k x n`) into `out` as strips of `NR`
+/// columns, each `kc` steps of `NR / 2` vectors; columns past the edge are zeros.
+fn pack_b(out: &mut [V], b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
+    let strips = nc.div_ceil(NR);
+    assert!(out.len() >= strips * kc * (NR / 2) && b.len() >= (pc + kc) * n * 8 && jc + nc <= n);
+    let out = out.as_mut_ptr();
+    for s in 0..strips {
+        let j = jc + s * NR;
+        let cols = NR.min(jc + nc - j);
+        for p in 0..kc {
+            // SAFETY: row `pc + p` of B has columns `j..j + cols` (asserted above), and the
+            // strip `s` of `out` has `kc * NR / 2` vectors.
+            unsafe {
+                let from = b.as_ptr().add(((pc + p) * n + j) * 8);
+                let to = out.add((s * kc + p) * (NR / 2));
+                if cols == NR {
+                    for h in 0..NR / 2 {
+                        *to.add(h) = lanes::load(from.add(16 * h));
+                    }
                 } else {
-                    0.0
-                });
+                    let x = |col: usize| -> f64 {
+                        if col < cols {
+                            f64::from_le_bytes(from.add(8 * col).cast::<[u8; 8]>().read())
+                        } else {
+                            0.0
+                        }
+                    };
+                    for h in 0..NR / 2 {
+                        *to.add(h) = lanes::pair(x(2 * h), x(2 * h + 1));
+                    }
+                }
             }
         }
     }
 }
 
+/// Packs rows `ic..ic + mc`, columns `pc..pc + kc` of A (`m x k`) into `out` as strips of `MR`
+/// rows, each `kc` steps of `MR` vectors that hold the value in both lanes; rows past the edge
+/// are zeros.
+fn pack_a(out: &mut [V], a: &[u8], k: usize, ic: usize, mc: usize, pc: usize, kc: usize) {
+    let strips = mc.div_ceil(MR);
+    assert!(out.len() >= strips * kc * MR && a.len() >= (ic + mc) * k * 8 && pc + kc <= k);
+    let out = out.as_mut_ptr();
+    let zero = lanes::splat(0.0);
+    for s in 0..strips {
+        for r in 0..MR {
+            let i = s * MR + r;
+            // SAFETY: the strip `s` of `out` has `kc * MR` vectors; row `ic + i` of A (when
+            // `i < mc`) has columns `pc..pc + kc` (asserted above).
+            unsafe {
+                let to = out.add(s * kc * MR + r);
+                if i >= mc {
+                    for p in 0..kc {
+                        *to.add(p * MR) = zero;
+                    }
+                    continue;
+                }
+                let from = a.as_ptr().add(((ic + i) * k + pc) * 8);
+                let mut p = 0;
+                while p + 2 <= kc {
+                    let v = lanes::load(from.add(8 * p));
+                    *to.add(p * MR) = lanes::dup(v, 0);
+                    *to.add((p + 1) * MR) = lanes::dup(v, 1);
+                    p += 2;
+                }
+                if p < kc {
+                    let x = f64::from_le_bytes(from.add(8 * p).cast::<[u8; 8]>().read());
+                    *to.add(p * MR) = lanes::splat(x);
+                }
+            }
+        }
+    }
+}
+
+/// `C[..rows, ..cols] += A . B` for one tile: `a` holds `kc` steps of `MR` vectors of A (each
+/// value in both lanes), `b`
+/// `kc` steps of `NR / 2` vectors of B, `c` points at the tile's first element in a row-major
+/// C of `ldc` columns (little-endian f64, any alignment).
+///
+/// # Safety
+///
+/// `a` and `b` must be readable for `kc * MR` and `kc * NR / 2` vectors, and `c` valid
+/// for reads and writes of `rows` rows of `cols` values with a row stride of `ldc` values.
+#[inline]
 #[cfg_attr(
     all(target_arch = "wasm32", not(feature = "scalar")),
-    target_feature(enable = "simd128,relaxed-simd")
+    target_feature(enable = "simd128")
 )]
-fn micro(a: &[f64], b: &[V], kc: usize) -> [[V; 2]; MR] {
-    // Twelve accumulators, two B vectors and one broadcast A value: 15 of the 16 vector
-    // registers of x86-64 (what Cranelift allocates from).
+unsafe fn micro(
+    kc: usize,
+    a: *const V,
+    b: *const V,
+    c: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    const NB: usize = NR / 2;
+    if kc == 0 {
+        return;
+    }
     let z = lanes::splat(0.0);
-    let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
-    let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
-    let (mut c40, mut c41, mut c50, mut c51) = (z, z, z, z);
-    // Two steps of k per iteration: half the loop overhead (and the engine's per-iteration
-    // interruption checks).
-    let b = &b[..2 * kc];
-    let a = &a[..MR * kc];
-    let (b2, b_rest) = b.split_at(kc / 2 * 4);
-    let (a2, a_rest) = a.split_at(kc / 2 * 2 * MR);
-    macro_rules! step {
-        ($b0:expr, $b1:expr, $ap:expr) => {{
-            let (b0, b1) = ($b0, $b1);
-            let x = lanes::splat($ap[0]);
-            c00 = lanes::mul_add(x, b0, c00);
-            c01 = lanes::mul_add(x, b1, c01);
-            let x = lanes::splat($ap[1]);
-            c10 = lanes::mul_add(x, b0, c10);
-            c11 = lanes::mul_add(x, b1, c11);
-            let x = lanes::splat($ap[2]);
-            c20 = lanes::mul_add(x, b0, c20);
-            c21 = lanes::mul_add(x, b1, c21);
-            let x = lanes::splat($ap[3]);
-            c30 = lanes::mul_add(x, b0, c30);
-            c31 = lanes::mul_add(x, b1, c31);
-            let x = lanes::splat($ap[4]);
-            c40 = lanes::mul_add(x, b0, c40);
-            c41 = lanes::mul_add(x, b1, c41);
-            let x = lanes::splat($ap[5]);
-            c50 = lanes::mul_add(x, b0, c50);
-            c51 = lanes::mul_add(x, b1, c51);
-        }};
+    let mut tile = [[z; NB]; MR];
+    // The accumulators live in `tile` between loop iterations: values carried around the loop
+    // would cross the engine's interruption check (a call on its slow path), which makes the
+    // register allocator keep them in stack slots, adding a store-to-load round trip to
+    // every step's dependency chain. Through memory it costs one round trip per iteration.
+    let t = core::hint::black_box(&raw mut tile);
+    let (mut a, mut b) = (a, b);
+    // SAFETY: `kc` steps of `MR` values and `NB` vectors, as the caller guarantees; `t` points
+    // at `tile`.
+    unsafe {
+        let mut left = kc;
+        // One step of k. The exit test after each step also makes each step its own block,
+        // so that the engine computes a step's products before it loads the next step's
+        // operands: Cranelift keeps a block's loads in order but places the arithmetic just
+        // before its first use, here the block's end, so sixteen steps in one block would
+        // load ~100 vectors before the first multiply and spill most of them.
+        macro_rules! step {
+            ($acc:ident) => {{
+                let bv: [V; NB] = core::array::from_fn(|j| *b.add(j));
+                for (r, row) in $acc.iter_mut().enumerate() {
+                    let x = *a.add(r);
+                    for (cv, bj) in row.iter_mut().zip(bv) {
+                        *cv = lanes::mul_add(x, bj, *cv);
+                    }
+                }
+                a = a.add(MR);
+                b = b.add(NB);
+                left -= 1;
+                if left == 0 {
+                    t.write($acc);
+                    break;
+                }
+            }};
+        }
+        loop {
+            // Opaque to LLVM: otherwise its strength reduction turns the constant offsets from
+            // `a` and `b` below into separate additions instead of load offsets.
+            a = core::hint::black_box(a);
+            b = core::hint::black_box(b);
+            let mut acc = t.read();
+            // Sixteen steps per iteration: the accumulators' trip through `tile` (and the
+            // engine's interruption check) once per sixteen steps.
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            step!(acc);
+            t.write(acc);
+        }
     }
-    for (bp, ap) in b2.chunks_exact(4).zip(a2.chunks_exact(2 * MR)) {
-        step!(bp[0], bp[1], &ap[..MR]);
-        step!(bp[2], bp[3], &ap[MR..]);
+    // SAFETY: `t` points at `tile`.
+    let acc = unsafe { t.read() };
+    if rows == MR && cols == NR {
+        for (r, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                // SAFETY: inside the full tile.
+                unsafe {
+                    let p = c.add((r * ldc + 2 * j) * 8);
+                    lanes::store(p, lanes::add(lanes::load(p), *v));
+                }
+            }
+        }
+    } else {
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            for col in 0..cols {
+                // SAFETY: inside the partial tile.
+                unsafe {
+                    let p = c.add((r * ldc + col) * 8).cast::<[u8; 8]>();
+                    let v = f64::from_le_bytes(p.read()) + lanes::lane(row[col / 2], col % 2);
+                    p.write(v.to_le_bytes());
+                }
+            }
+        }
     }
-    for (bp, ap) in b_rest.chunks_exact(2).zip(a_rest.chunks_exact(MR)) {
-        step!(bp[0], bp[1], ap);
-    }
-    [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ]
 }

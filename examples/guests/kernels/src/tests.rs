@@ -303,6 +303,86 @@ fn matmul_blocks() {
     assert!(call("matmul", vec![f64s(&[2, 3], 0).0, f64s(&[2, 3], 0).0]).is_err());
 }
 
+/// `a . b` by the definition, for `m x k` and `k x n` row-major values.
+fn naive_matmul(av: &[f64], bv: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut want = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|p| av[i * k + p] * bv[p * n + j]).sum();
+        }
+    }
+    want
+}
+
+#[test]
+fn matmul_odd_shapes_and_block_edges() {
+    // Edges of the 4 x 4 register tile (m, n not multiples of 4), k = 1, and sizes one below,
+    // at and one above the block sizes of the packed product (KC = 256, MC = 128, NC = 1024).
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 5),
+        (13, 7, 1),
+        (1, 300, 1),
+        (5, 1, 7),
+        (3, 1, 1000),
+        (1000, 999, 3),
+        (2, 999, 1000),
+        (127, 255, 1025),
+        (129, 257, 6),
+        (128, 256, 1024),
+        (130, 513, 9),
+        (6, 768, 10),
+    ];
+    for (m, k, n) in shapes {
+        let (a, av) = f64s(&[m, k], 40);
+        let (b, bv) = f64s(&[k, n], 41);
+        let (c, cv) = f64s(&[m, n], 42);
+        let want = naive_matmul(&av, &bv, m, k, n);
+        let (shape, got) = run("matmul", vec![a.clone(), b.clone()]);
+        assert_eq!(shape, vec![m, n], "{m} x {k} x {n}");
+        close(&got, &want);
+        let plus: Vec<f64> = want.iter().zip(&cv).map(|(w, c)| w + c).collect();
+        let (_, got) = run("matmul_acc", vec![c.clone(), a.clone(), b.clone()]);
+        close(&got, &plus);
+        // Two products into c, and from a spec (zeros).
+        let twice: Vec<f64> = plus.iter().zip(&want).map(|(p, w)| p + w).collect();
+        let (_, got) = run(
+            "matmul_sum",
+            vec![c, a.clone(), b.clone(), a.clone(), b.clone()],
+        );
+        close(&got, &twice);
+        let (shape, got) = run("matmul_sum", vec![spec(DType::F64, &[m, n]), a, b]);
+        assert_eq!(shape, vec![m, n]);
+        close(&got, &want);
+    }
+    // Empty contraction: the product is zeros, and c is unchanged.
+    let (shape, got) = run("matmul", vec![f64s(&[3, 0], 0).0, f64s(&[0, 5], 0).0]);
+    assert_eq!((shape, got), (vec![3, 5], vec![0.0; 15]));
+    let (c, cv) = f64s(&[3, 5], 43);
+    let (_, got) = run(
+        "matmul_acc",
+        vec![c, f64s(&[3, 0], 0).0, f64s(&[0, 5], 0).0],
+    );
+    assert_eq!(got, cv);
+}
+
+#[test]
+fn matmul_matches_rounded_reference() {
+    // Values that are not exact binary fractions: the sums differ from a naive loop only by
+    // rounding.
+    let (m, k, n) = (37, 301, 41);
+    let av: Vec<f64> = (0..m * k)
+        .map(|i| ((i * 7919) % 1000) as f64 / 997.0 - 0.5)
+        .collect();
+    let bv: Vec<f64> = (0..k * n)
+        .map(|i| ((i * 104729) % 1000) as f64 / 991.0 - 0.5)
+        .collect();
+    let a = from_f64(&[m, k], &av);
+    let b = from_f64(&[k, n], &bv);
+    let (_, got) = run("matmul", vec![a, b]);
+    close(&got, &naive_matmul(&av, &bv, m, k, n));
+}
+
 #[test]
 fn unknown_names_and_arity() {
     assert_eq!(
