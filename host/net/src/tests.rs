@@ -228,7 +228,8 @@ async fn other_protocol_version_is_named() {
         Role::Worker,
         tls::proof(&token, &binding, Side::Connector, Role::Worker),
     );
-    hello.protocol = protocol_word(3);
+    let theirs = taskhost_proto::PROTOCOL_VERSION + 1;
+    hello.protocol = protocol_word(theirs);
     let (mut send, mut recv) = bounded(conn.open_bi()).await.unwrap();
     send.write_all(&encode(&hello).unwrap()).await.unwrap();
     let mut len = [0u8; 4];
@@ -239,7 +240,10 @@ async fn other_protocol_version_is_named() {
     assert_eq!(
         reply.outcome,
         HelloOutcome::Rejected {
-            reason: "peer speaks taskhost protocol v3, we speak v2".into()
+            reason: format!(
+                "peer speaks taskhost protocol v{theirs}, we speak v{}",
+                taskhost_proto::PROTOCOL_VERSION
+            )
         }
     );
     assert!(nothing_within(c.listener.accept()).await);

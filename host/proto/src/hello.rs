@@ -13,7 +13,7 @@ use crate::codec::{CodecError, decode_payload};
 /// Upper 16 bits of [`PROTOCOL`]: "TH".
 pub const PROTOCOL_MAGIC: u32 = 0x5448_0000;
 /// Version of the taskhost wire protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The protocol word sent in every hello: magic in the upper 16 bits, version in the lower 16.
 pub const PROTOCOL: u32 = PROTOCOL_MAGIC | PROTOCOL_VERSION as u32;
 /// Maximum size of a hello or hello reply frame.
@@ -211,17 +211,17 @@ mod tests {
             something: String,
         }
         let payload = postcard::to_stdvec(&HelloV3 {
-            protocol: protocol_word(3),
+            protocol: protocol_word(4),
             something: "new".into(),
         })
         .unwrap();
         let err = Hello::decode(&payload).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "peer speaks taskhost protocol v3, we speak v2"
+            "peer speaks taskhost protocol v4, we speak v3"
         );
         let err = HelloReply::decode(&payload).unwrap_err();
-        assert!(matches!(err, HelloError::Version { theirs: 3, ours: 2 }));
+        assert!(matches!(err, HelloError::Version { theirs: 4, ours: 3 }));
     }
 
     #[test]

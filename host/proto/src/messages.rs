@@ -293,8 +293,13 @@ pub enum RunArg {
         key: TaskKey,
         /// Its size in bytes.
         size: u64,
-        /// Workers that hold it (empty when the receiving worker holds it itself).
+        /// Workers that hold it (empty when the receiving worker holds it itself). For a
+        /// `pending` chunk: the worker computing it (empty: the receiving worker).
         holders: Vec<SocketAddr>,
+        /// Not computed yet (the task was dispatched early): wait until it is computed, here
+        /// or by `holders` (fetching it with [`BulkRequest::ChunkWhenComputed`]), rather than
+        /// treating its absence as a loss.
+        pending: bool,
     },
 }
 
@@ -439,6 +444,10 @@ pub enum BulkRequest {
     Chunk(TaskKey),
     /// A module's bytes, from the scheduler.
     Module(ModuleId),
+    /// A task's output that the worker is computing or about to compute: answered once it
+    /// is computed, or "not found" once that attempt ends without it (or the worker has not
+    /// heard of the task for a while).
+    ChunkWhenComputed(TaskKey),
 }
 
 /// Header of the answer on a bulk stream; `Found` is followed by exactly `len` raw bytes.

@@ -41,6 +41,12 @@ pub struct Config {
     pub pause_fraction: f64,
     /// Resume a paused worker once its memory is below this fraction.
     pub resume_fraction: f64,
+    /// Dispatch a task before its inputs are computed when each of them is in memory or
+    /// assigned to a worker with all of its own inputs in memory (one level of lookahead).
+    /// Its worker then starts it as soon as the inputs exist, fetching remote ones straight
+    /// from the peers computing them, so a chain of short tasks does not pay a scheduler
+    /// round trip per step.
+    pub early_dispatch: bool,
     /// Emit [`crate::Output::TaskForgotten`] so the daemon can free literal payloads.
     pub report_forgotten: bool,
 }
@@ -59,6 +65,7 @@ impl Default for Config {
             allowed_failures: 3,
             pause_fraction: 0.8,
             resume_fraction: 0.7,
+            early_dispatch: true,
             report_forgotten: true,
         }
     }

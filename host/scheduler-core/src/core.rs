@@ -32,6 +32,8 @@ pub struct Stats {
     pub chunks_lost: u64,
     /// Task runs lost with their worker.
     pub runs_lost: u64,
+    /// `RunTask`s sent before all of the task's inputs were computed (early dispatch).
+    pub early_runs: u64,
     /// Tasks forgotten.
     pub forgotten: u64,
 }
@@ -54,6 +56,12 @@ pub(crate) enum Work {
     Recheck(Tid),
     /// A dependency erred.
     Propagate(Tid, Arc<TaskFailure>),
+    /// A waiting task may be dispatched early.
+    Early(Tid),
+    /// A task's inputs are all in memory now: its waiting dependents may be dispatched early.
+    EarlyDependents(Tid),
+    /// An early-dispatched task's input will not be computed where its worker was told.
+    Unassign(Tid),
 }
 
 /// The scheduler: a deterministic state machine. See the crate documentation for the contract.
@@ -199,7 +207,7 @@ impl Core {
         if batch {
             self.queue.end_batch();
         }
-        self.fill_queue();
+        self.fill_queue_and_react();
         self.schedule_balance();
         result
     }
@@ -211,7 +219,7 @@ impl Core {
             self.next_balance = None;
             self.balance();
             self.run_work();
-            self.fill_queue();
+            self.fill_queue_and_react();
         }
         self.schedule_balance();
     }
@@ -335,6 +343,18 @@ impl Core {
         self.lookup(key).ok_or(CoreError::UnknownKey(*key))
     }
 
+    /// Hands queued root tasks to workers, then processes the reactions that follows (early
+    /// dispatch of their dependents).
+    fn fill_queue_and_react(&mut self) {
+        self.fill_queue();
+        if !self.work.is_empty() {
+            self.run_work();
+            // Reactions never queue root tasks, but a second pass costs nothing if they did.
+            self.fill_queue();
+            self.run_work();
+        }
+    }
+
     /// Processes deferred reactions until none is left.
     pub(crate) fn run_work(&mut self) {
         while let Some(w) = self.work.pop() {
@@ -355,6 +375,9 @@ impl Core {
                         self.transition(t, TaskState::Released);
                     }
                 }
+                Work::Early(t) => self.try_early(t),
+                Work::EarlyDependents(t) => self.check_early_dependents(t),
+                Work::Unassign(t) => self.unassign(t),
                 Work::Propagate(t, error) => {
                     let task = &self.tasks[t as usize];
                     if task.state.kind().is_active() {

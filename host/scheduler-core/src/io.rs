@@ -138,8 +138,11 @@ pub struct InputLocation {
     pub key: TaskKey,
     /// Its size.
     pub nbytes: u64,
-    /// Workers holding it.
+    /// Workers holding it; for a `pending` input, the worker computing it.
     pub holders: Vec<WorkerId>,
+    /// Not computed yet (the task was dispatched early): wait for it to be computed, locally
+    /// or by `holders`, instead of treating its absence as a loss.
+    pub pending: bool,
 }
 
 /// A task to run on a worker.

@@ -75,10 +75,20 @@ impl Core {
             }
         } else {
             'deps: for a in task.args.iter() {
-                if let Arg::Dep(d) = *a
-                    && let TaskState::Memory { holders, .. } = &self.tasks[d as usize].state
-                {
-                    for h in holders.iter() {
+                let Arg::Dep(d) = *a else { continue };
+                match &self.tasks[d as usize].state {
+                    TaskState::Memory { holders, .. } => {
+                        for h in holders.iter() {
+                            if cands.len() >= MAX_CANDIDATES {
+                                break 'deps;
+                            }
+                            if self.running.contains(h) && !cands.contains(&h) {
+                                cands.push(h);
+                            }
+                        }
+                    }
+                    // An input being computed (early dispatch): where it will be.
+                    &TaskState::Processing { worker: h, .. } => {
                         if cands.len() >= MAX_CANDIDATES {
                             break 'deps;
                         }
@@ -86,6 +96,7 @@ impl Core {
                             cands.push(h);
                         }
                     }
+                    _ => {}
                 }
             }
             let idle = self.idle.members();
@@ -124,15 +135,19 @@ impl Core {
         queue + self.missing_bytes(t, w) as f64 / self.bandwidth
     }
 
-    /// Bytes of `t`'s inputs that `w` does not hold.
+    /// Bytes of `t`'s inputs that `w` does not hold (for an input still being computed
+    /// elsewhere, its function's measured output size).
     pub(crate) fn missing_bytes(&self, t: Tid, w: Wid) -> u64 {
         let mut bytes = 0;
         for a in self.tasks[t as usize].args.iter() {
-            if let Arg::Dep(d) = *a
-                && let TaskState::Memory { nbytes, holders } = &self.tasks[d as usize].state
-                && !holders.contains(w)
-            {
-                bytes += nbytes;
+            let Arg::Dep(d) = *a else { continue };
+            let dep = &self.tasks[d as usize];
+            match &dep.state {
+                TaskState::Memory { nbytes, holders } if !holders.contains(w) => bytes += nbytes,
+                TaskState::Processing { worker, .. } if *worker != w => {
+                    bytes += self.fns[dep.func as usize].nbytes.unwrap_or(0.0) as u64;
+                }
+                _ => {}
             }
         }
         bytes

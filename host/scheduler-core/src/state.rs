@@ -29,6 +29,10 @@ pub(crate) enum TaskState {
         est: u32,
         /// A steal to this worker awaits the victim's answer (or `NO_WORKER`).
         steal_to: Wid,
+        /// Argument occurrences not in memory yet. Non-zero for a task dispatched early: its
+        /// worker starts it as soon as those inputs are computed (locally or by the peers
+        /// named in the `RunTask`), without another round trip through the scheduler.
+        pending: u32,
     },
     /// The output chunk is held by one or more workers.
     Memory { nbytes: u64, holders: Holders },
@@ -147,6 +151,12 @@ impl Task {
             .as_ref()
             .map(|e| &e.restrictions)
             .filter(|r| !r.is_empty())
+    }
+
+    /// Whether the task is assigned to a worker with all of its inputs in memory (a settled
+    /// assignment: its dependents may be dispatched early).
+    pub(crate) fn settled_processing(&self) -> bool {
+        matches!(self.state, TaskState::Processing { pending: 0, .. })
     }
 
     pub(crate) fn needed(&self) -> bool {

@@ -65,10 +65,17 @@ impl Core {
                 examined += 1;
                 let t = self.workers[victim as usize].processing[i];
                 let task = &self.tasks[t as usize];
-                let TaskState::Processing { steal_to, est, .. } = task.state else {
+                let TaskState::Processing {
+                    steal_to,
+                    est,
+                    pending,
+                    ..
+                } = task.state
+                else {
                     continue;
                 };
-                if steal_to != NO_WORKER {
+                // An early-dispatched task waits for inputs computed elsewhere: not stolen.
+                if steal_to != NO_WORKER || pending > 0 {
                     continue;
                 }
                 if task
@@ -130,6 +137,7 @@ impl Core {
             pos,
             est,
             steal_to,
+            pending,
         } = self.tasks[t as usize].state
         else {
             return Err(CoreError::Stale {
@@ -173,6 +181,7 @@ impl Core {
                     pos: 0,
                     est,
                     steal_to: NO_WORKER,
+                    pending,
                 },
             );
         } else {

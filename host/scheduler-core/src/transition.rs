@@ -54,6 +54,90 @@ impl Core {
             }
         }
         self.enter_state(t, new);
+        if from == Kind::Processing && to != Kind::Memory {
+            // Dependents dispatched early were told this task would be computed where it
+            // was: place them again once it is placed again.
+            self.unassign_early_dependents(t);
+        }
+    }
+
+    /// Queues the re-placement of `t`'s dependents that were dispatched early.
+    fn unassign_early_dependents(&mut self, t: Tid) {
+        for r in &self.tasks[t as usize].dependents {
+            let dep = &self.tasks[r.tid as usize];
+            if dep.generation == r.generation
+                && matches!(dep.state, TaskState::Processing { pending: 1.., .. })
+            {
+                self.work.push(Work::Unassign(r.tid));
+            }
+        }
+    }
+
+    /// Queues an early-dispatch check of `t`'s waiting dependents (`t` is now assigned with
+    /// all of its inputs in memory, or in memory itself).
+    pub(crate) fn check_early_dependents(&mut self, t: Tid) {
+        if !self.cfg.early_dispatch {
+            return;
+        }
+        for r in &self.tasks[t as usize].dependents {
+            let dep = &self.tasks[r.tid as usize];
+            if dep.generation == r.generation && matches!(dep.state, TaskState::Waiting { .. }) {
+                self.work.push(Work::Early(r.tid));
+            }
+        }
+    }
+
+    /// Dispatches a waiting task early if each of its inputs is in memory or assigned to a
+    /// worker with all of its own inputs in memory (and its function's output size is
+    /// measured).
+    pub(crate) fn try_early(&mut self, t: Tid) {
+        if !self.cfg.early_dispatch {
+            return;
+        }
+        let task = &self.tasks[t as usize];
+        let TaskState::Waiting { waiting_on } = task.state else {
+            return;
+        };
+        // Inputs being computed must have a measured output size: placement weighs what
+        // each candidate worker would have to fetch.
+        let eligible = task.deps().all(|d| {
+            let dep = &self.tasks[d as usize];
+            matches!(dep.state, TaskState::Memory { .. })
+                || (dep.settled_processing() && self.fns[dep.func as usize].nbytes.is_some())
+        });
+        if !eligible {
+            return;
+        }
+        let Some(w) = self.decide_worker(t) else {
+            return;
+        };
+        let est = self.estimate(t);
+        self.stats.early_runs += 1;
+        self.transition(
+            t,
+            TaskState::Processing {
+                worker: w,
+                pos: 0,
+                est,
+                steal_to: NO_WORKER,
+                pending: waiting_on,
+            },
+        );
+    }
+
+    /// Takes back an early-dispatched task whose input will not be computed where its
+    /// worker was told: cancels it there and places it again.
+    pub(crate) fn unassign(&mut self, t: Tid) {
+        if let TaskState::Processing {
+            worker,
+            pending: 1..,
+            ..
+        } = self.tasks[t as usize].state
+        {
+            let key = self.tasks[t as usize].key;
+            self.emit_cancel(worker, key);
+            self.transition(t, TaskState::Released);
+        }
     }
 
     fn exit_state(&mut self, t: Tid, old: TaskState) {
@@ -68,6 +152,7 @@ impl Core {
                 pos,
                 est,
                 steal_to,
+                ..
             } => {
                 let wk = &mut self.workers[worker as usize];
                 wk.processing.swap_remove(pos as usize);
@@ -108,6 +193,7 @@ impl Core {
                     }
                     match &mut dep.state {
                         TaskState::Waiting { waiting_on } => *waiting_on += 1,
+                        TaskState::Processing { pending, .. } => *pending += 1,
                         TaskState::NoWorker => self.work.push(Work::Recheck(r.tid)),
                         _ => {}
                     }
@@ -140,6 +226,7 @@ impl Core {
                 worker,
                 est,
                 steal_to,
+                pending,
                 ..
             } => {
                 let wk = &mut self.workers[worker as usize];
@@ -151,10 +238,14 @@ impl Core {
                     pos,
                     est,
                     steal_to,
+                    pending,
                 };
                 self.refresh_worker(worker);
                 self.stats.runs += 1;
                 self.emit_run(t, worker);
+                if pending == 0 {
+                    self.check_early_dependents(t);
+                }
             }
             TaskState::Memory {
                 nbytes,
@@ -174,11 +265,22 @@ impl Core {
                     if dep.generation != r.generation {
                         continue;
                     }
-                    if let TaskState::Waiting { waiting_on } = &mut dep.state {
-                        *waiting_on -= 1;
-                        if *waiting_on == 0 {
-                            self.work.push(Work::Ready(r.tid));
+                    match &mut dep.state {
+                        TaskState::Waiting { waiting_on } => {
+                            *waiting_on -= 1;
+                            self.work.push(if *waiting_on == 0 {
+                                Work::Ready(r.tid)
+                            } else {
+                                Work::Early(r.tid)
+                            });
                         }
+                        TaskState::Processing { pending, .. } if *pending > 0 => {
+                            *pending -= 1;
+                            if *pending == 0 {
+                                self.work.push(Work::EarlyDependents(r.tid));
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 self.tasks[t as usize].dependents = dependents;
@@ -280,6 +382,9 @@ impl Core {
                     self.work.push(Work::Settle(d));
                 }
             }
+            if self.cfg.early_dispatch {
+                self.work.push(Work::Early(t));
+            }
         }
     }
 
@@ -305,6 +410,7 @@ impl Core {
                 pos: 0,
                 est,
                 steal_to: NO_WORKER,
+                pending: 0,
             },
         );
     }
@@ -385,20 +491,26 @@ impl Core {
                     if repeated {
                         continue;
                     }
-                    let (nbytes, holders) = match &dep.state {
+                    let (nbytes, holders, pending) = match &dep.state {
                         TaskState::Memory { nbytes, holders } => (
                             *nbytes,
                             holders
                                 .iter()
                                 .map(|h| self.workers[h as usize].id)
                                 .collect(),
+                            false,
                         ),
-                        _ => (0, Vec::new()),
+                        TaskState::Processing { worker, .. } => {
+                            let guess = self.fns[dep.func as usize].nbytes.unwrap_or(0.0);
+                            (guess as u64, vec![self.workers[*worker as usize].id], true)
+                        }
+                        _ => (0, Vec::new(), false),
                     };
                     inputs.push(InputLocation {
                         key: dep.key,
                         nbytes,
                         holders,
+                        pending,
                     });
                 }
             }

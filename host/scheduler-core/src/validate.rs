@@ -92,8 +92,13 @@ impl Core {
                     worker,
                     pos,
                     steal_to,
+                    pending,
                     ..
                 } => {
+                    check!(
+                        *pending as usize == deps_missing,
+                        "task {i} processing with {pending} pending, {deps_missing} missing"
+                    );
                     let wk = &self.workers[*worker as usize];
                     check!(wk.alive, "task {i} processing on dead worker {worker}");
                     check!(

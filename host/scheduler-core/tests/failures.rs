@@ -214,7 +214,7 @@ fn restrictions_and_annotations_survive_worker_loss() {
 
 #[test]
 fn identical_tasks_from_two_clients_are_computed_once() {
-    let mut core = Core::new(Config::default());
+    let mut core = Core::new(no_early());
     join(&mut core, 1, 2);
     let a = task("a", 0, &[]);
     let b = task("b", 1, &[a.key]);
@@ -383,7 +383,7 @@ fn bad_input_is_rejected_without_changes() {
 
 #[test]
 fn a_chunk_its_holder_lost_is_recomputed_for_its_dependents() {
-    let mut core = Core::new(Config::default());
+    let mut core = Core::new(no_early());
     join(&mut core, 1, 1);
     let a = task("a", 0, &[]);
     let b = task("b", 1, &[a.key]);
@@ -439,4 +439,12 @@ fn a_chunk_its_holder_lost_is_recomputed_for_its_dependents() {
         Err(CoreError::UnknownWorker(WorkerId(5)))
     );
     core.validate().unwrap();
+}
+
+/// The production config without early dispatch, for tests that follow one step at a time.
+fn no_early() -> Config {
+    Config {
+        early_dispatch: false,
+        ..Config::default()
+    }
 }

@@ -176,7 +176,7 @@ async fn worker_connection(id: WorkerId, peer: Peer) {
         async move {
             match request {
                 BulkRequest::Module(module) => store.get(&module).map_err(|err| err.to_string()),
-                BulkRequest::Chunk(key) => Err(format!(
+                BulkRequest::Chunk(key) | BulkRequest::ChunkWhenComputed(key) => Err(format!(
                     "the scheduler holds no chunks (asked for {})",
                     key.short()
                 )),

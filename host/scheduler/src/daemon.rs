@@ -628,7 +628,7 @@ impl Daemon {
                 },
                 ArgSpec::Task(key) => {
                     let location = run.inputs.iter().find(|input| input.key == *key);
-                    let (size, holders) = match location {
+                    let (size, holders, pending) = match location {
                         Some(input) => (
                             input.nbytes,
                             input
@@ -637,13 +637,15 @@ impl Daemon {
                                 .filter(|w| **w != run.worker)
                                 .filter_map(|w| self.workers.get(w).map(|e| e.peer_addr))
                                 .collect(),
+                            input.pending,
                         ),
-                        None => (0, Vec::new()),
+                        None => (0, Vec::new(), false),
                     };
                     args.push(RunArg::Chunk {
                         key: *key,
                         size,
                         holders,
+                        pending,
                     });
                 }
             }

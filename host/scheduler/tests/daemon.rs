@@ -165,7 +165,8 @@ async fn a_chain_runs_on_a_worker_and_results_reach_the_client() {
         vec![RunArg::Chunk {
             key: ka,
             size: 100,
-            holders: vec![]
+            holders: vec![],
+            pending: false,
         }]
     );
     assert!(run.send_result);

@@ -20,6 +20,10 @@ use crate::worker::Inner;
 /// Largest module accepted from the scheduler.
 const MAX_MODULE: usize = 512 << 20;
 
+/// How long a peer asking for a chunk this worker is to compute waits for the `Run` of its
+/// task, if it has not arrived (the scheduler sent it first, on another connection).
+const UNKNOWN_TASK_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a failed connection attempt to a peer is remembered (and not retried).
 const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
@@ -91,29 +95,12 @@ impl Inner {
     /// `Ok(None)` answers "not found".
     async fn serve(self: Arc<Self>, request: BulkRequest) -> Result<Option<Bytes>, String> {
         match request {
-            BulkRequest::Chunk(key) => {
-                let inner = self.clone();
-                let got = tokio::task::spawn_blocking(move || inner.store.lock().get(&key))
-                    .await
-                    .map_err(|e| format!("internal error: {e}"))?;
-                match got {
-                    Ok(Some(bytes)) => {
-                        self.counters.chunks_served.fetch_add(1, Ordering::Relaxed);
-                        self.counters
-                            .bytes_served
-                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        Ok(Some(bytes))
-                    }
-                    Ok(None) => {
-                        // A peer was told this worker holds the chunk; if the scheduler thinks
-                        // so too, it must learn otherwise (it ignores the report if not).
-                        self.report(WorkerReport::ChunkLost(key));
-                        Ok(None)
-                    }
-                    Err(e) => {
-                        self.chunk_lost(key, &e.to_string());
-                        Err(format!("chunk {} is lost: {e}", key.short()))
-                    }
+            BulkRequest::Chunk(key) => self.serve_chunk(key, true).await,
+            BulkRequest::ChunkWhenComputed(key) => {
+                if self.await_computed(key, UNKNOWN_TASK_GRACE).await {
+                    self.serve_chunk(key, false).await
+                } else {
+                    Ok(None)
                 }
             }
             BulkRequest::Module(id) => {
@@ -130,13 +117,48 @@ impl Inner {
         }
     }
 
+    /// Answers with chunk `key` from the store; `report_missing`: tell the scheduler if the
+    /// store lacks it (a peer was told this worker holds it).
+    async fn serve_chunk(
+        self: Arc<Self>,
+        key: TaskKey,
+        report_missing: bool,
+    ) -> Result<Option<Bytes>, String> {
+        let inner = self.clone();
+        let got = tokio::task::spawn_blocking(move || inner.store.lock().get(&key))
+            .await
+            .map_err(|e| format!("internal error: {e}"))?;
+        match got {
+            Ok(Some(bytes)) => {
+                self.counters.chunks_served.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_served
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(Some(bytes))
+            }
+            Ok(None) => {
+                // If the scheduler thinks this worker holds it, it must learn otherwise (it
+                // ignores the report if not).
+                if report_missing {
+                    self.report(WorkerReport::ChunkLost(key));
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.chunk_lost(key, &e.to_string());
+                Err(format!("chunk {} is lost: {e}", key.short()))
+            }
+        }
+    }
+
     /// Where chunk `key` can be had: the local store, or a (possibly shared) fetch from
-    /// `holders`.
+    /// `holders` (`pending`: a chunk they are computing, fetched once computed).
     pub(crate) fn chunk_source(
         self: &Arc<Self>,
         key: TaskKey,
         size: u64,
         holders: &[SocketAddr],
+        pending: bool,
     ) -> ChunkSource {
         // Lock order: fetches, then the store. A finished fetch puts its chunk in the store
         // before leaving `chunk_fetches`, so one of the two checks always sees it.
@@ -149,7 +171,8 @@ impl Inner {
         }
         let inner = self.clone();
         let holders = holders.to_vec();
-        let fetch = spawn_fetch(async move { inner.fetch_chunk(key, size, holders).await });
+        let fetch =
+            spawn_fetch(async move { inner.fetch_chunk(key, size, holders, pending).await });
         fetches.insert(key, fetch.clone());
         ChunkSource::Fetching(fetch)
     }
@@ -160,8 +183,9 @@ impl Inner {
         key: TaskKey,
         size: u64,
         holders: Vec<SocketAddr>,
+        pending: bool,
     ) -> Result<Bytes, String> {
-        let result = self.fetch_from_holders(key, size, &holders).await;
+        let result = self.fetch_from_holders(key, size, &holders, pending).await;
         if let Ok(bytes) = &result {
             let inner = self.clone();
             let bytes = bytes.clone();
@@ -182,7 +206,13 @@ impl Inner {
         key: TaskKey,
         size: u64,
         holders: &[SocketAddr],
+        pending: bool,
     ) -> Result<Bytes, String> {
+        let request = if pending {
+            BulkRequest::ChunkWhenComputed(key)
+        } else {
+            BulkRequest::Chunk(key)
+        };
         let limit = usize::try_from(self.memory_limit.max(size)).unwrap_or(usize::MAX);
         let mut failures = Vec::new();
         for &addr in holders {
@@ -197,7 +227,7 @@ impl Inner {
                 }
             };
             let started = Instant::now();
-            match connection.fetch(&BulkRequest::Chunk(key), limit).await {
+            match connection.fetch(&request, limit).await {
                 Ok(bytes) => {
                     self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
                     self.counters

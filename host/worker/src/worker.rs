@@ -17,7 +17,7 @@ use taskhost_proto::{
     WorkerCommand, WorkerReport,
 };
 use taskhost_runtime::{CancelToken, Limits, Runtime, RuntimeConfig, RuntimeError, TaskError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::{host_name, local_ip_towards};
@@ -36,6 +36,9 @@ const SHORT_TASK: Duration = Duration::from_micros(200);
 
 /// Most reports an executor holds back.
 const MAX_DEFERRED_REPORTS: usize = 64;
+
+/// How often a wait for a task attempt to end looks again without being woken.
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long closing the endpoints may wait for peers to acknowledge.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -189,6 +192,10 @@ pub(crate) struct Inner {
     /// of this worker's tasks still need each; a replica is dropped when none does.
     replicas: Mutex<HashMap<TaskKey, u32>>,
     pub module_fetches: Mutex<HashMap<ModuleId, Fetch<()>>>,
+    /// Who waits for a task attempt here to end (its output computed, or not): local tasks
+    /// dispatched early and peers asking for a chunk being computed. Woken whenever a task
+    /// entry is added or removed.
+    watchers: Mutex<HashMap<TaskKey, Vec<oneshot::Sender<()>>>>,
     pub counters: Counters,
     /// Set once the worker stops: nothing more is reported.
     stopped: AtomicBool,
@@ -302,6 +309,7 @@ pub(crate) async fn start(
         peers: Mutex::new(HashMap::default()),
         chunk_fetches: Mutex::new(HashMap::default()),
         replicas: Mutex::new(HashMap::default()),
+        watchers: Mutex::new(HashMap::default()),
         module_fetches: Mutex::new(HashMap::default()),
         counters: Counters::default(),
         stopped: AtomicBool::new(false),
@@ -585,6 +593,7 @@ impl Inner {
                 },
             );
             drop(tasks);
+            self.wake_watchers(key);
             let mut lease = ReplicaLease::new(self.clone());
             let inputs = task
                 .args
@@ -614,6 +623,60 @@ impl Inner {
                 state: TaskState::Pending(handle.abort_handle()),
             },
         );
+        drop(tasks);
+        self.wake_watchers(key);
+    }
+
+    /// Wakes whoever waits for the attempt of `key` to start or end.
+    fn wake_watchers(&self, key: TaskKey) {
+        let mut watchers = self.watchers.lock();
+        if watchers.is_empty() {
+            return;
+        }
+        if let Some(waiting) = watchers.remove(&key) {
+            drop(watchers);
+            for tx in waiting {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Waits until this worker holds chunk `key` or no attempt here will compute it; `true`
+    /// if the store holds it. While an attempt of the task is here (waiting for inputs,
+    /// queued or running), waits for it to end, however long; a task this worker has not
+    /// heard of is waited for `grace` at most (its `Run` may still be on its way).
+    pub(crate) async fn await_computed(&self, key: TaskKey, grace: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            let (rx, known) = {
+                let tasks = self.tasks.lock();
+                if self.store.lock().contains(&key) {
+                    return true;
+                }
+                let known = tasks.contains_key(&key);
+                if !known && started.elapsed() >= grace {
+                    return false;
+                }
+                let (tx, rx) = oneshot::channel();
+                self.watchers.lock().entry(key).or_default().push(tx);
+                (rx, known)
+            };
+            // A known attempt wakes us when it ends; look again now and then all the same.
+            let wait = if known {
+                WATCH_RECHECK
+            } else {
+                grace.saturating_sub(started.elapsed())
+            };
+            if tokio::time::timeout(wait, rx).await.is_err() {
+                let mut watchers = self.watchers.lock();
+                if let Some(waiting) = watchers.get_mut(&key) {
+                    waiting.retain(|tx| !tx.is_closed());
+                    if waiting.is_empty() {
+                        watchers.remove(&key);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether `task` can start at once: its module is loaded and its inputs are literals or
@@ -717,11 +780,15 @@ impl Inner {
             Some(TaskState::Pending(abort)) => {
                 abort.abort();
                 tasks.remove(&key);
+                drop(tasks);
+                self.wake_watchers(key);
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(key = %key.short(), "cancelled a waiting task");
             }
             Some(TaskState::Queued) => {
                 tasks.remove(&key);
+                drop(tasks);
+                self.wake_watchers(key);
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(key = %key.short(), "cancelled a queued task");
             }
@@ -743,11 +810,15 @@ impl Inner {
             Some(TaskState::Pending(abort)) => {
                 abort.abort();
                 tasks.remove(&key);
+                drop(tasks);
+                self.wake_watchers(key);
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Some(TaskState::Queued) => {
                 tasks.remove(&key);
+                drop(tasks);
+                self.wake_watchers(key);
                 self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -792,14 +863,30 @@ impl Inner {
     ) -> Result<(Vec<Input>, ReplicaLease), Vec<TaskKey>> {
         let mut inputs = Vec::with_capacity(args.len());
         let mut fetches = Vec::new();
+        let mut computed_here = Vec::new();
         let mut lease = ReplicaLease::new(self.clone());
         for arg in args {
             match arg {
                 RunArg::Literal(blob) => inputs.push(Some(Input::Bytes(Bytes::from(blob.0)))),
-                RunArg::Chunk { key, size, holders } => {
+                RunArg::Chunk {
+                    key,
+                    pending: true,
+                    holders,
+                    ..
+                } if holders.is_empty() => {
+                    // Being computed here (dispatched early): wait for it below.
+                    computed_here.push((inputs.len(), key));
+                    inputs.push(None);
+                }
+                RunArg::Chunk {
+                    key,
+                    size,
+                    holders,
+                    pending,
+                } => {
                     // Lock order: replicas, then fetches and the store (in chunk_source).
                     let mut replicas = self.replicas.lock();
-                    match self.chunk_source(key, size, &holders) {
+                    match self.chunk_source(key, size, &holders, pending) {
                         ChunkSource::Local => {
                             if let Some(users) = replicas.get_mut(&key) {
                                 *users += 1;
@@ -810,7 +897,7 @@ impl Inner {
                         ChunkSource::Fetching(fetch) => {
                             *replicas.entry(key).or_insert(0) += 1;
                             lease.keys.push(key);
-                            fetches.push((inputs.len(), key, fetch));
+                            fetches.push((inputs.len(), key, pending, fetch));
                             inputs.push(None);
                         }
                     }
@@ -818,17 +905,30 @@ impl Inner {
             }
         }
         let mut missing = Vec::new();
+        for (index, key) in computed_here {
+            if self.await_computed(key, Duration::ZERO).await {
+                lease.take_if_replica(key);
+                inputs[index] = Some(Input::Local(key));
+            } else {
+                tracing::debug!(key = %key.short(), "a pending input was not computed here");
+                missing.push(key);
+            }
+        }
         if !fetches.is_empty() {
             let results =
-                futures::future::join_all(fetches.iter().map(|(_, _, fetch)| fetch.clone())).await;
-            for ((index, key, _), result) in fetches.into_iter().zip(results) {
+                futures::future::join_all(fetches.iter().map(|(_, _, _, fetch)| fetch.clone()))
+                    .await;
+            for ((index, key, pending, _), result) in fetches.into_iter().zip(results) {
                 match result {
                     Ok(bytes) => inputs[index] = Some(Input::Bytes(bytes)),
                     Err(e) => {
                         tracing::warn!(key = %key.short(), error = %e, "input unavailable");
                         // The scheduler may count this worker itself as the holder (the only
-                        // case where the report matters: it ignores it otherwise).
-                        self.report(WorkerReport::ChunkLost(key));
+                        // case where the report matters: it ignores it otherwise). Not so for
+                        // a chunk that was still to be computed.
+                        if !pending {
+                            self.report(WorkerReport::ChunkLost(key));
+                        }
                         missing.push(key);
                     }
                 }
@@ -974,6 +1074,8 @@ impl Inner {
                     if cancelled && matches!(outcome, Outcome::Done { .. }) {
                         self.store.lock().remove(&key);
                     }
+                    drop(tasks);
+                    self.wake_watchers(key);
                     !cancelled
                 }
                 _ => false,

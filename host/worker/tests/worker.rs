@@ -141,7 +141,7 @@ impl FakeScheduler {
         serve_bulk(conn.clone(), move |request: BulkRequest| {
             let found = match request {
                 BulkRequest::Module(id) => modules.lock().unwrap().get(&id).cloned(),
-                BulkRequest::Chunk(_) => None,
+                BulkRequest::Chunk(_) | BulkRequest::ChunkWhenComputed(_) => None,
             };
             async move { Ok(found) }
         });
@@ -281,6 +281,7 @@ fn chunk_task(
             key: input,
             size,
             holders,
+            pending: false,
         }],
         limits: TaskLimits::default(),
         send_result: true,
@@ -532,6 +533,95 @@ async fn inputs_move_from_worker_to_worker() {
         )
         .await;
     assert!(intruder.is_err(), "a peer without the token is refused");
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A task on the output of `input`, which is still being computed (by `holders`, or by the
+/// receiving worker when empty): dispatched early.
+fn early_task(
+    module: ModuleId,
+    function: &str,
+    input: TaskKey,
+    holders: Vec<SocketAddr>,
+    salt: u64,
+) -> RunTask {
+    let mut task = chunk_task(module, function, input, 0, holders, salt);
+    if let RunArg::Chunk { pending, .. } = &mut task.args[0] {
+        *pending = true;
+    }
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, mut link_a) = scheduler.worker(&dir_a, 2).await;
+    let (b, mut link_b) = scheduler.worker(&dir_b, 2).await;
+
+    // A computes sleep(300 ms); its dependents are sent at the same time, one to A itself and
+    // one to B, and wait for it there.
+    let mut slow = literal_task(module, "sleep", vec![enc(300u64)], 0);
+    slow.send_result = false;
+    let here = early_task(module, "echo", slow.key, vec![], 1);
+    let there = early_task(module, "echo", slow.key, vec![a.peer_addr()], 2);
+    link_b.run(&there);
+    link_a.run(&slow);
+    link_a.run(&here);
+    let (size, _) = link_a.finished(slow.key).await;
+    let (_, from_here) = link_a.finished(here.key).await;
+    let (_, from_there) = link_b.finished(there.key).await;
+    let slept: u64 = postcard::from_bytes(&from_here.clone().unwrap()).unwrap();
+    assert!(slept >= 300, "{slept}");
+    assert_eq!(from_here, from_there);
+    assert_eq!(b.stats().chunks_fetched, 1);
+    assert_eq!(a.stats().bytes_served, size);
+
+    // An input that fails where it was computed: the waiting task goes back to the scheduler
+    // (which has by then heard of the failure and fails the task instead).
+    let mut failing = literal_task(module, "fail", vec![enc("no")], 0);
+    failing.send_result = false;
+    let orphan = early_task(module, "echo", failing.key, vec![a.peer_addr()], 3);
+    link_b.run(&orphan);
+    link_a.run(&failing);
+    assert_eq!(link_a.failed(failing.key).await.0, FailureKind::Failed);
+    match link_b.next().await {
+        WorkerReport::Reschedule { key, missing } => {
+            assert_eq!(key, orphan.key);
+            assert_eq!(missing, vec![failing.key]);
+        }
+        other => panic!("expected Reschedule, got {other:?}"),
+    }
+
+    // An input the named peer never hears of: given back after a grace period, not a hang.
+    let ghost = TaskKey::builder(&module, "ghost").finish();
+    let waiting = early_task(module, "echo", ghost, vec![a.peer_addr()], 4);
+    link_b.run(&waiting);
+    match link_b.next().await {
+        WorkerReport::Reschedule { key, missing } => {
+            assert_eq!(key, waiting.key);
+            assert_eq!(missing, vec![ghost]);
+        }
+        other => panic!("expected Reschedule, got {other:?}"),
+    }
+
+    // A task waiting for an input computed here is cancelled with it.
+    let mut long = literal_task(module, "sleep", vec![enc(60_000u64)], 5);
+    long.send_result = false;
+    let after = early_task(module, "echo", long.key, vec![], 6);
+    link_a.run(&long);
+    link_a.run(&after);
+    link_a.send(WorkerCommand::Cancel(after.key));
+    link_a.send(WorkerCommand::Cancel(long.key));
+    wait_until(|| a.stats().tasks_dropped >= 2).await;
+    let next = literal_task(module, "inc", vec![enc(1i64)], 7);
+    link_a.run(&next);
+    let (_, inline) = link_a.finished(next.key).await;
+    assert_eq!(postcard::from_bytes::<i64>(&inline.unwrap()).unwrap(), 2);
 
     a.shutdown().await;
     b.shutdown().await;

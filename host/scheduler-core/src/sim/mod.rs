@@ -169,6 +169,8 @@ struct SimWorker {
     chunks: FxHashMap<TaskKey, u64>,
     memory: u64,
     queue: BTreeSet<(Priority, u64, TaskKey)>,
+    /// Early-dispatched tasks whose pending inputs are not computed yet.
+    waiting: BTreeSet<(Priority, u64, TaskKey)>,
     runs: FxHashMap<TaskKey, Box<RunTask>>,
     running: FxHashMap<TaskKey, u64>,
 }
@@ -424,6 +426,7 @@ impl Sim {
                     chunks: FxHashMap::default(),
                     memory: 0,
                     queue: BTreeSet::new(),
+                    waiting: BTreeSet::new(),
                     runs: FxHashMap::default(),
                     running: FxHashMap::default(),
                 });
@@ -450,6 +453,7 @@ impl Sim {
                 let running: Vec<TaskKey> = w.running.keys().copied().collect();
                 w.running.clear();
                 w.queue.clear();
+                w.waiting.clear();
                 w.runs.clear();
                 w.chunks.clear();
                 w.memory = 0;
@@ -537,8 +541,13 @@ impl Sim {
                     return;
                 }
                 self.attempts += 1;
-                w.queue.insert((run.priority, self.attempts, run.key));
-                w.runs.insert(run.key, run);
+                let entry = (run.priority, self.attempts, run.key);
+                if self.awaits_pending(&run) {
+                    self.workers[i].waiting.insert(entry);
+                } else {
+                    self.workers[i].queue.insert(entry);
+                }
+                self.workers[i].runs.insert(run.key, run);
                 self.try_start(i);
             }
             Output::ReleaseChunk { key, .. } => {
@@ -552,6 +561,7 @@ impl Sim {
                 let w = &mut self.workers[i];
                 if w.runs.remove(&key).is_some() {
                     w.queue.retain(|(_, _, k)| *k != key);
+                    w.waiting.retain(|(_, _, k)| *k != key);
                 }
                 if w.running.remove(&key).is_some() {
                     w.free_slots += 1;
@@ -564,6 +574,7 @@ impl Sim {
                 let stolen = w.runs.remove(&key).is_some();
                 if stolen {
                     w.queue.retain(|(_, _, k)| *k != key);
+                    w.waiting.retain(|(_, _, k)| *k != key);
                 }
                 self.send_to_core(Input::StealAnswer {
                     worker,
@@ -572,6 +583,46 @@ impl Sim {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// Whether a live worker holds chunk `key`.
+    fn computed(&self, key: &TaskKey) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.alive && w.chunks.contains_key(key))
+    }
+
+    /// Whether `run` (dispatched early) waits for an input that is not computed yet.
+    fn awaits_pending(&self, run: &RunTask) -> bool {
+        run.inputs
+            .iter()
+            .any(|input| input.pending && !self.computed(&input.key))
+    }
+
+    /// Queues the early-dispatched tasks whose pending inputs now exist, on every worker.
+    fn wake_waiting(&mut self) {
+        for i in 0..self.workers.len() {
+            if !self.workers[i].alive || self.workers[i].waiting.is_empty() {
+                continue;
+            }
+            let waiting: Vec<_> = self.workers[i].waiting.iter().copied().collect();
+            let mut woke = false;
+            for entry in waiting {
+                let ready = match self.workers[i].runs.get(&entry.2) {
+                    Some(run) => !self.awaits_pending(run),
+                    None => true,
+                };
+                if ready {
+                    let w = &mut self.workers[i];
+                    w.waiting.remove(&entry);
+                    w.queue.insert(entry);
+                    woke = true;
+                }
+            }
+            if woke {
+                self.try_start(i);
+            }
         }
     }
 
@@ -680,6 +731,7 @@ impl Sim {
             self.report_memory(i);
         }
         self.try_start(i);
+        self.wake_waiting();
     }
 
     fn report_memory(&mut self, i: usize) {

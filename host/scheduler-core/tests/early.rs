@@ -1,0 +1,244 @@
+//! Early dispatch: a task whose inputs are assigned (not yet computed) goes to its worker at
+//! once, and is taken back when an input will not be computed where the worker was told.
+
+mod common;
+
+use common::*;
+use taskhost_scheduler_core::sim::*;
+use taskhost_scheduler_core::*;
+
+/// Runs one task of each function in `names` on `worker`, so that their output sizes are
+/// measured (early dispatch waits for that).
+fn measure(core: &mut Core, worker: u64, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        let t = task(name, 1000 + i as u64, &[]);
+        submit(core, 99, vec![t.clone()], vec![t.key]);
+        drain(core);
+        finish(core, WorkerId(worker), t.key, 8, 10);
+        drain(core);
+    }
+}
+
+fn run_tasks(outs: &[Output]) -> Vec<&RunTask> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::RunTask(r) => Some(&**r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(outs: &[Output]) -> Vec<(WorkerId, TaskKey)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::CancelTask { worker, key } => Some((*worker, *key)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_is_dispatched_early_before_output_sizes_are_known() {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), a.key)]);
+    assert_eq!(core.stats().early_runs, 0);
+}
+
+#[test]
+fn a_chain_is_dispatched_one_step_ahead() {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    measure(&mut core, 1, &["a", "b"]);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    let c = task("c", 2, &[b.key]);
+    submit(
+        &mut core,
+        1,
+        vec![a.clone(), b.clone(), c.clone()],
+        vec![c.key],
+    );
+    let outs = drain(&mut core);
+    let rs = run_tasks(&outs);
+    // `a` runs; `b` goes along, told that `a` is being computed on worker 1; `c` waits,
+    // since `b` itself waits for an input (one level of lookahead).
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].key, a.key);
+    assert_eq!(rs[1].key, b.key);
+    assert_eq!(rs[1].inputs.len(), 1);
+    assert!(rs[1].inputs[0].pending);
+    assert_eq!(rs[1].inputs[0].holders, vec![WorkerId(1)]);
+    assert_eq!(core.phase(&b.key), Some(Phase::Processing));
+    assert_eq!(core.phase(&c.key), Some(Phase::Waiting));
+    assert_eq!(core.stats().early_runs, 1);
+    // Once `a` is in memory, `b` is settled and `c` goes ahead.
+    finish(&mut core, WorkerId(1), a.key, 8, 10);
+    let outs = drain(&mut core);
+    let rs = run_tasks(&outs);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].key, c.key);
+    assert!(rs[0].inputs[0].pending);
+    finish(&mut core, WorkerId(1), b.key, 8, 10);
+    assert!(run_tasks(&drain(&mut core)).is_empty());
+    finish(&mut core, WorkerId(1), c.key, 8, 10);
+    assert_eq!(core.phase(&c.key), Some(Phase::Memory));
+    assert!(core.is_quiet());
+}
+
+#[test]
+fn an_early_task_is_taken_back_when_its_input_moves() {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    join(&mut core, 2, 1);
+    measure(&mut core, 1, &["a"]);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    let outs = drain(&mut core);
+    let rs = run_tasks(&outs);
+    assert_eq!(rs.len(), 2);
+    let producer = rs[0].worker;
+    assert_eq!(rs[1].inputs[0].holders, vec![producer]);
+    let consumer = rs[1].worker;
+    // The worker computing `a` dies: `b` is cancelled where it waited and sent again with
+    // `a`'s new place.
+    core.handle(
+        core.now(),
+        Input::WorkerLeft {
+            worker: producer,
+            died: true,
+        },
+    )
+    .unwrap();
+    core.validate().unwrap();
+    let outs = drain(&mut core);
+    let survivor = if producer == WorkerId(1) {
+        WorkerId(2)
+    } else {
+        WorkerId(1)
+    };
+    if consumer != producer {
+        assert_eq!(cancels(&outs), vec![(consumer, b.key)]);
+    }
+    let rs: Vec<_> = run_tasks(&outs)
+        .into_iter()
+        .filter(|r| r.key == a.key || r.key == b.key)
+        .collect();
+    assert_eq!(rs.len(), 2, "{outs:?}");
+    assert_eq!((rs[0].key, rs[0].worker), (a.key, survivor));
+    assert_eq!(rs[1].key, b.key);
+    assert_eq!(rs[1].inputs[0].holders, vec![survivor]);
+    finish(&mut core, survivor, a.key, 8, 10);
+    finish(&mut core, rs[1].worker, b.key, 8, 10);
+    assert_eq!(core.phase(&b.key), Some(Phase::Memory));
+}
+
+#[test]
+fn an_early_task_fails_with_its_input() {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    measure(&mut core, 1, &["a", "b"]);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    assert_eq!(run_tasks(&drain(&mut core)).len(), 2);
+    core.handle(
+        core.now(),
+        Input::TaskErred {
+            worker: WorkerId(1),
+            key: a.key,
+            message: "boom".into(),
+        },
+    )
+    .unwrap();
+    core.validate().unwrap();
+    let outs = drain(&mut core);
+    assert_eq!(cancels(&outs), vec![(WorkerId(1), b.key)]);
+    assert_eq!(core.phase(&b.key), Some(Phase::Erred));
+    // The worker's late word that `b` could not get its input changes nothing.
+    let late = core.handle(
+        core.now(),
+        Input::Reschedule {
+            worker: WorkerId(1),
+            key: b.key,
+        },
+    );
+    assert!(late.is_err());
+    core.validate().unwrap();
+}
+
+#[test]
+fn a_rescheduled_early_task_is_sent_again() {
+    // The worker could not get the pending input (say the peer had not heard of it yet):
+    // the task goes back to waiting and is dispatched again.
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    measure(&mut core, 1, &["a", "b"]);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    assert_eq!(run_tasks(&drain(&mut core)).len(), 2);
+    core.handle(
+        core.now(),
+        Input::Reschedule {
+            worker: WorkerId(1),
+            key: b.key,
+        },
+    )
+    .unwrap();
+    core.validate().unwrap();
+    let outs = drain(&mut core);
+    let rs = run_tasks(&outs);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].key, b.key);
+    assert!(rs[0].inputs[0].pending);
+}
+
+fn stencil_makespan(early: bool, seed: u64) -> (Micros, u64) {
+    let cfg = SimConfig {
+        core: Config {
+            early_dispatch: early,
+            ..Config::default()
+        },
+        workers: vec![
+            WorkerSpec {
+                slots: 1,
+                ..WorkerSpec::default()
+            };
+            2
+        ],
+        latency: Micros(50),
+        jitter: Micros(20),
+        seed,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    sim.submit_at(Micros(0), ClientId(1), &stencil(4, 30, Micros(100), 8));
+    let report = sim.drive().expect("simulation").clone();
+    assert!(sim.undelivered().is_empty());
+    assert!(report.erred.is_empty());
+    assert_eq!(report.concurrent_runs, 0);
+    assert!(sim.core.is_quiet());
+    (report.makespan, sim.core.stats().early_runs)
+}
+
+#[test]
+fn early_dispatch_hides_the_scheduler_round_trip_of_a_stencil() {
+    // Width 4 on 2 one-slot workers, 100 us tasks, 50 us one-way latency: without early
+    // dispatch every step waits for the round trip; with it, only for peer transfers.
+    for seed in 1..4 {
+        let (late, late_runs) = stencil_makespan(false, seed);
+        let (early, early_runs) = stencil_makespan(true, seed);
+        eprintln!("seed {seed}: {late:?} -> {early:?} ({early_runs} early runs)");
+        assert_eq!(late_runs, 0);
+        assert!(early_runs > 60, "{early_runs} early runs");
+        assert!(
+            early.0 * 10 < late.0 * 8,
+            "early dispatch {early:?} vs {late:?}"
+        );
+    }
+}
