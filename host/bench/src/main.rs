@@ -49,6 +49,9 @@ struct ClusterArgs {
     /// Slots per worker of the embedded cluster.
     #[arg(long, global = true, default_value_t = 1)]
     slots: u32,
+    /// Embedded cluster: send tasks to workers only once their inputs are computed.
+    #[arg(long, global = true)]
+    no_early_dispatch: bool,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +216,7 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
             let client = LocalCluster::builder()
                 .workers(c.workers)
                 .slots(c.slots)
+                .early_dispatch(!c.no_early_dispatch)
                 .client()
                 .await?;
             Target::new(client, c.workers * c.slots as usize, None).await
@@ -428,6 +432,14 @@ fn print_compare(th: &SuiteResult, dasks: &[(String, Value)]) {
 // runs of 2026-11-26 at load ~1); the scheduler and workers have threads of their own.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    // Logs of the embedded cluster, off unless RUST_LOG asks for them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let mut t = connect(&cli.cluster).await?;
     match &cli.command {

@@ -129,6 +129,19 @@ impl ChunkStore {
         self.entries.contains_key(key)
     }
 
+    /// Whether chunk `key` is held in memory: [`ChunkStore::get`] of it does no I/O.
+    pub fn is_resident(&self, key: &TaskKey) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|entry| matches!(entry.place, Place::Memory(_)))
+    }
+
+    /// Whether [`ChunkStore::put`] of `len` more bytes stays under the spill threshold (does
+    /// no I/O).
+    pub fn fits_in_memory(&self, len: u64) -> bool {
+        self.stats.memory_bytes.saturating_add(len) <= self.spill_threshold
+    }
+
     /// The size of chunk `key`, if held.
     pub fn len_of(&self, key: &TaskKey) -> Option<u64> {
         self.entries.get(key).map(|entry| entry.len)

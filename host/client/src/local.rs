@@ -27,6 +27,7 @@ pub struct LocalClusterBuilder {
     workers: usize,
     slots: Option<u32>,
     memory_limit: Option<u64>,
+    early_dispatch: bool,
     options: ClientOptions,
 }
 
@@ -64,6 +65,18 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether the scheduler sends a task to its worker before its inputs are computed, to
+    /// start as soon as they exist (default: yes; see the scheduler core's `early_dispatch`).
+    ///
+    /// ```
+    /// let b = taskhost_client::LocalCluster::builder().early_dispatch(false);
+    /// # let _ = b;
+    /// ```
+    pub fn early_dispatch(mut self, on: bool) -> Self {
+        self.early_dispatch = on;
+        self
+    }
+
     /// Options of the clients [`client`](Self::client) and [`LocalCluster::client`] connect.
     ///
     /// ```
@@ -91,10 +104,11 @@ impl LocalClusterBuilder {
             .tempdir()
             .map_err(|e| Error::LocalCluster(format!("cannot create a data directory: {e}")))?;
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let scheduler =
-            taskhost_scheduler::start(SchedulerConfig::new(listen, dir.path().join("scheduler")))
-                .await
-                .map_err(|e| Error::LocalCluster(format!("cannot start the scheduler: {e}")))?;
+        let mut config = SchedulerConfig::new(listen, dir.path().join("scheduler"));
+        config.core.early_dispatch = self.early_dispatch;
+        let scheduler = taskhost_scheduler::start(config)
+            .await
+            .map_err(|e| Error::LocalCluster(format!("cannot start the scheduler: {e}")))?;
         let ticket = scheduler.ticket().clone();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -190,6 +204,7 @@ impl LocalCluster {
             workers: 1,
             slots: None,
             memory_limit: None,
+            early_dispatch: true,
             options: ClientOptions::default(),
         }
     }

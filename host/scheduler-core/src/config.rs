@@ -47,6 +47,10 @@ pub struct Config {
     /// from the peers computing them, so a chain of short tasks does not pay a scheduler
     /// round trip per step.
     pub early_dispatch: bool,
+    /// Cost of fetching an input that is still being computed from the peer computing it,
+    /// besides its bytes (a request, a wait and an answer): weighs placing an early task
+    /// beside its inputs.
+    pub peer_latency: Micros,
     /// Emit [`crate::Output::TaskForgotten`] so the daemon can free literal payloads.
     pub report_forgotten: bool,
 }
@@ -66,6 +70,7 @@ impl Default for Config {
             pause_fraction: 0.8,
             resume_fraction: 0.7,
             early_dispatch: true,
+            peer_latency: Micros(100),
             report_forgotten: true,
         }
     }

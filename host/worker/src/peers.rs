@@ -97,6 +97,7 @@ impl Inner {
         match request {
             BulkRequest::Chunk(key) => self.serve_chunk(key, true).await,
             BulkRequest::ChunkWhenComputed(key) => {
+                tracing::trace!(key = %key.short(), "asked for a chunk once computed");
                 if self.await_computed(key, UNKNOWN_TASK_GRACE).await {
                     self.serve_chunk(key, false).await
                 } else {
@@ -124,10 +125,21 @@ impl Inner {
         key: TaskKey,
         report_missing: bool,
     ) -> Result<Option<Bytes>, String> {
-        let inner = self.clone();
-        let got = tokio::task::spawn_blocking(move || inner.store.lock().get(&key))
-            .await
-            .map_err(|e| format!("internal error: {e}"))?;
+        // A chunk in memory is answered at once; one spilled to disk is read on a blocking
+        // thread (a thread hop costs more than copying a small chunk's handle).
+        let resident = {
+            let mut store = self.store.lock();
+            store.is_resident(&key).then(|| store.get(&key))
+        };
+        let got = match resident {
+            Some(got) => got,
+            None => {
+                let inner = self.clone();
+                tokio::task::spawn_blocking(move || inner.store.lock().get(&key))
+                    .await
+                    .map_err(|e| format!("internal error: {e}"))?
+            }
+        };
         match got {
             Ok(Some(bytes)) => {
                 self.counters.chunks_served.fetch_add(1, Ordering::Relaxed);
@@ -187,12 +199,26 @@ impl Inner {
     ) -> Result<Bytes, String> {
         let result = self.fetch_from_holders(key, size, &holders, pending).await;
         if let Ok(bytes) = &result {
-            let inner = self.clone();
             let bytes = bytes.clone();
-            let stored = tokio::task::spawn_blocking(move || inner.store.lock().put(key, bytes))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            // Kept at once when that spills nothing; otherwise on a blocking thread.
+            let inline = {
+                let mut store = self.store.lock();
+                if store.fits_in_memory(bytes.len() as u64) {
+                    Ok(store.put(key, bytes))
+                } else {
+                    Err(bytes)
+                }
+            };
+            let stored = match inline {
+                Ok(put) => put.map_err(|e| e.to_string()),
+                Err(bytes) => {
+                    let inner = self.clone();
+                    tokio::task::spawn_blocking(move || inner.store.lock().put(key, bytes))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+            };
             if let Err(e) = stored {
                 tracing::warn!(key = %key.short(), error = %e, "cannot keep a fetched chunk");
             }

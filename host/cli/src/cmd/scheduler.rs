@@ -24,6 +24,10 @@ pub struct SchedulerArgs {
     /// Declare a worker dead after this long without a heartbeat.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat_timeout: Duration,
+    /// Send a task to its worker only once its inputs are computed (by default a task whose
+    /// inputs are being computed is sent ahead, and starts as soon as they exist).
+    #[arg(long)]
+    no_early_dispatch: bool,
 }
 
 /// Runs the scheduler until Ctrl-C or SIGTERM.
@@ -32,6 +36,7 @@ pub fn run(global: &GlobalArgs, args: SchedulerArgs) -> anyhow::Result<()> {
     let mut config = SchedulerConfig::new(args.listen, dir.clone());
     config.advertise = args.advertise;
     config.heartbeat_timeout = args.heartbeat_timeout;
+    config.core.early_dispatch = !args.no_early_dispatch;
     block_on(async move {
         let handle = taskhost_scheduler::start(config)
             .await

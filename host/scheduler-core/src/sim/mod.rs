@@ -651,7 +651,9 @@ impl Sim {
                     Some(o) => {
                         let b = o.chunks[&input.key];
                         bytes += b;
-                        fetch += b as f64 / o.spec.bandwidth.min(self.workers[i].spec.bandwidth);
+                        // A request and its answer, then the bytes.
+                        fetch += 2.0 * self.cfg.latency.0 as f64
+                            + b as f64 / o.spec.bandwidth.min(self.workers[i].spec.bandwidth);
                     }
                     None => missing = true,
                 }
