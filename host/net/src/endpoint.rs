@@ -48,7 +48,11 @@ pub struct TransportSettings {
     /// UDP generic segmentation offload.
     pub gso: bool,
     /// If set, ask the peer (QUIC acknowledgement-frequency extension) to acknowledge only every
-    /// this many ack-eliciting packets, saving receiver and sender CPU on bulk transfers.
+    /// this many ack-eliciting packets (or after its max ACK delay, or at once on a gap), rather
+    /// than every second one. Default 10: a request and its reply then carry each other's
+    /// acknowledgements, where quinn's default had a client send an ACK-only packet for every
+    /// two events it received, a packet (and a wake-up of the scheduler) per round trip. `None`
+    /// keeps quinn's default (the peer's own setting).
     pub ack_eliciting_threshold: Option<u32>,
 }
 
@@ -65,7 +69,7 @@ impl Default for TransportSettings {
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             gso: true,
-            ack_eliciting_threshold: None,
+            ack_eliciting_threshold: Some(10),
         }
     }
 }

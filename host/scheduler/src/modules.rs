@@ -4,7 +4,7 @@
 //! The scheduler does not compile modules (it has no wasm runtime); it only checks that bytes
 //! hash to the id they are offered under. Workers validate components when they load them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,10 @@ pub enum ModuleStoreError {
 pub struct ModuleStore {
     dir: PathBuf,
     cache: RwLock<HashMap<ModuleId, Bytes>>,
+    /// The ids stored on disk: listed once at open, then added to by [`ModuleStore::put`], so
+    /// that [`ModuleStore::count`] (in every status reply, and clients ask for one after each
+    /// submission) reads no directory.
+    stored: RwLock<HashSet<ModuleId>>,
 }
 
 impl ModuleStore {
@@ -57,9 +61,18 @@ impl ModuleStore {
             path: dir.clone(),
             source,
         })?;
+        let stored = std::fs::read_dir(&dir)
+            .map_err(|source| ModuleStoreError::Io {
+                path: dir.clone(),
+                source,
+            })?
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<ModuleId>().ok())
+            .collect();
         Ok(Self {
             dir,
             cache: RwLock::new(HashMap::new()),
+            stored: RwLock::new(stored),
         })
     }
 
@@ -94,6 +107,7 @@ impl ModuleStore {
             std::fs::write(&tmp, &bytes).map_err(io_error)?;
             std::fs::rename(&tmp, &path).map_err(io_error)?;
         }
+        self.stored.write().insert(*id);
         self.cache.write().insert(*id, bytes);
         Ok(())
     }
@@ -120,16 +134,9 @@ impl ModuleStore {
         Ok(Some(bytes))
     }
 
-    /// How many modules are stored.
+    /// How many modules are stored (those found at open and those stored since).
     pub fn count(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().parse::<ModuleId>().is_ok())
-                    .count() as u64
-            })
-            .unwrap_or(0)
+        self.stored.read().len() as u64
     }
 }
 
@@ -154,8 +161,12 @@ mod tests {
         assert_eq!(store.count(), 1);
         // A new store on the same directory reads it back from disk.
         let again = ModuleStore::open(dir.path()).unwrap();
-        assert_eq!(again.get(&id).unwrap(), Some(bytes));
+        assert_eq!(again.count(), 1);
+        assert_eq!(again.get(&id).unwrap(), Some(bytes.clone()));
         assert_eq!(again.get(&wrong).unwrap(), None);
+        // Storing it again counts it once.
+        again.put(&id, bytes).unwrap();
+        assert_eq!(again.count(), 1);
     }
 
     #[test]

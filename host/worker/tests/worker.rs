@@ -766,6 +766,55 @@ async fn steal_cancel_and_release() {
     worker.shutdown().await;
 }
 
+/// After short runs of a function, a lone task of it makes the network thread poll for its
+/// report instead of sleeping; when the task turns out long, commands still get through at
+/// once and cancelling it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_after_short_ones_does_not_hold_up_commands() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let dir = tempfile::tempdir().unwrap();
+    let (worker, mut link) = scheduler.worker(&dir, 1).await;
+
+    // Lone short runs of `busy_wait`, one after the other (each report is polled for).
+    for i in 0..5u64 {
+        let short = literal_task(module, "busy_wait", vec![enc(10u64 + i)], 0);
+        link.run(&short);
+        link.finished(short.key).await;
+    }
+    // The same function, now two minutes long, alone on the worker.
+    let long = literal_task(module, "busy_wait", vec![enc(120_000_000u64)], 0);
+    link.run(&long);
+    let asked = std::time::Instant::now();
+    link.send(WorkerCommand::Steal(long.key));
+    let released = match link.next().await {
+        WorkerReport::StealAnswer { key, released } => {
+            assert_eq!(key, long.key);
+            released
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the steal was answered after {:?}",
+        asked.elapsed()
+    );
+    if !released {
+        // Running: cancelling interrupts it.
+        link.send(WorkerCommand::Cancel(long.key));
+    }
+    let after = literal_task(module, "inc", vec![enc(1i64)], 0);
+    link.run(&after);
+    let (_, inline) = link.finished(after.key).await;
+    assert_eq!(postcard::from_bytes::<i64>(&inline.unwrap()).unwrap(), 2);
+    let stats = worker.stats();
+    assert_eq!(stats.tasks_finished, 6);
+    assert_eq!(stats.tasks_dropped, 1);
+    assert_eq!(stats.tasks_active, 0);
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_scheduler_stops_the_worker_promptly() {
     init_tracing();
