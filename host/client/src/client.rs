@@ -333,36 +333,7 @@ fn dispatch(st: &mut State, event: ClientEvent, progress: &watch::Sender<TaskCou
                 let _ = w.send(Err(reason.clone()));
             }
         }
-        ClientEvent::SubmitRejected { reason } => {
-            let barrier = st.status.iter_mut().find_map(|w| match w {
-                StatusWaiter::Barrier { keys, rejected, .. } if rejected.is_none() => {
-                    Some((keys, rejected))
-                }
-                _ => None,
-            });
-            match barrier {
-                Some((keys, rejected)) => {
-                    *rejected = Some(reason.clone());
-                    let keys = std::mem::take(keys);
-                    for k in keys {
-                        st.set(&k, KeyState::Rejected(reason.clone()));
-                    }
-                }
-                None => {
-                    // Not attributable: fail everything pending rather than let it hang.
-                    tracing::warn!(%reason, "a graph was rejected");
-                    let pending: Vec<TaskKey> = st
-                        .keys
-                        .iter()
-                        .filter(|(_, e)| matches!(e.state, KeyState::Pending))
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for k in pending {
-                        st.set(&k, KeyState::Rejected(reason.clone()));
-                    }
-                }
-            }
-        }
+        ClientEvent::SubmitRejected { reason, keys } => reject(st, reason, &keys),
         ClientEvent::Status(status) => match st.status.pop_front() {
             Some(StatusWaiter::User(w)) => {
                 let _ = w.send(status);
@@ -374,6 +345,56 @@ fn dispatch(st: &mut State, event: ClientEvent, progress: &watch::Sender<TaskCou
             }
             None => {}
         },
+    }
+}
+
+/// A submission was refused; `refused` are the keys its message wanted. Its keys fail, and so
+/// does its barrier (the `Status` request sent right after it) if it has one: the first barrier
+/// waiting whose keys the message wanted; else the first barrier waiting (a graph sent in
+/// several messages, whose earlier ones want other keys), unless the keys are those of a
+/// submission sent without a barrier (`compute`), which are pending here.
+fn reject(st: &mut State, reason: String, refused: &[TaskKey]) {
+    let waiting = |w: &StatusWaiter| matches!(w, StatusWaiter::Barrier { rejected: None, .. });
+    let refused_set: IdMap<TaskKey, ()> = refused.iter().map(|k| (*k, ())).collect();
+    let own_barrier = st.status.iter().position(|w| {
+        waiting(w)
+            && matches!(w, StatusWaiter::Barrier { keys, .. } if keys.iter().any(|k| refused_set.contains_key(k)))
+    });
+    let pending: Vec<TaskKey> = refused
+        .iter()
+        .filter(|k| matches!(st.keys.get(k).map(|e| &e.state), Some(KeyState::Pending)))
+        .copied()
+        .collect();
+    let barrier = match own_barrier {
+        Some(i) => Some(i),
+        None if !pending.is_empty() => {
+            for k in pending {
+                st.set(&k, KeyState::Rejected(reason.clone()));
+            }
+            return;
+        }
+        None => st.status.iter().position(waiting),
+    };
+    match barrier.map(|i| &mut st.status[i]) {
+        Some(StatusWaiter::Barrier { keys, rejected, .. }) => {
+            *rejected = Some(reason.clone());
+            for k in std::mem::take(keys) {
+                st.set(&k, KeyState::Rejected(reason.clone()));
+            }
+        }
+        _ => {
+            // Not attributable: fail everything pending rather than let it hang.
+            tracing::warn!(%reason, "a graph was rejected");
+            let pending: Vec<TaskKey> = st
+                .keys
+                .iter()
+                .filter(|(_, e)| matches!(e.state, KeyState::Pending))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in pending {
+                st.set(&k, KeyState::Rejected(reason.clone()));
+            }
+        }
     }
 }
 
@@ -742,6 +763,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn submit<T>(&self, handles: &[Handle<T>]) -> Result<Vec<Future<T>>> {
+        self.submit_with(handles, true).await
+    }
+
+    /// [`Client::submit`]; without `barrier`, a graph sent in one message returns as soon as it
+    /// is queued, without waiting for the scheduler to accept it (a refusal then fails the
+    /// futures): for callers that wait for the results anyway, one message and one wake-up
+    /// less per submission.
+    async fn submit_with<T>(&self, handles: &[Handle<T>], barrier: bool) -> Result<Vec<Future<T>>> {
         // Group by graph (nearly always one), keeping the caller's order of futures.
         let mut groups: Vec<(Graph, Vec<u32>)> = Vec::new();
         for h in handles {
@@ -761,12 +790,12 @@ impl Client {
                 .collect()
         };
         for (graph, nodes) in groups {
-            self.submit_nodes(&graph, &nodes).await?;
+            self.submit_nodes(&graph, &nodes, barrier).await?;
         }
         Ok(futures)
     }
 
-    async fn submit_nodes(&self, graph: &Graph, nodes: &[u32]) -> Result<()> {
+    async fn submit_nodes(&self, graph: &Graph, nodes: &[u32], barrier: bool) -> Result<()> {
         let inner = &self.inner;
         let mut plan = graph.plan(nodes, BATCH_BYTES)?;
         for b in 0..plan.batches() {
@@ -779,6 +808,9 @@ impl Client {
                 .send(&message)
                 .await
                 .map_err(|e| Error::ConnectionLost(e.to_string()))?;
+        }
+        if !barrier && plan.batches() == 1 {
+            return Ok(());
         }
         let keys = graph.keys_of(nodes);
         let reply = {
@@ -844,7 +876,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn compute<T: TaskOutput>(&self, handle: &Handle<T>) -> Result<T> {
-        let futures = self.submit(std::slice::from_ref(handle)).await?;
+        let futures = self
+            .submit_with(std::slice::from_ref(handle), false)
+            .await?;
         futures[0].result().await
     }
 
@@ -859,7 +893,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn compute_all<T: TaskOutput>(&self, handles: &[Handle<T>]) -> Result<Vec<T>> {
-        let futures = self.submit(handles).await?;
+        let futures = self.submit_with(handles, false).await?;
         self.gather(&futures).await
     }
 

@@ -93,6 +93,52 @@ async fn compute_typed_values_through_a_graph() -> Result<()> {
     Ok(())
 }
 
+/// A refused graph fails its own futures: `submit` at once (it waits for the scheduler's
+/// verdict), `compute` with its result (it sends no barrier); a `compute` still running is not
+/// touched by another's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_submissions_fail_their_own_futures_only() -> Result<()> {
+    let (_cluster, client, m) = cluster(1, 1).await?;
+    // A module registered with another cluster: this scheduler never stored it.
+    let (_other, other_client, _) = cluster(1, 1).await?;
+    let lean = timeout(
+        LIMIT,
+        other_client.module(taskhost_guest_artifacts::read(
+            taskhost_guest_artifacts::LEAN_GUEST,
+        )),
+    )
+    .await??;
+
+    let g = Graph::new();
+    let slow = g.call::<u64>(&m, "sleep", (300u64,))?;
+    let refused = g.call::<i64>(&lean, "inc", (1i64,))?;
+    let running = {
+        let client = client.clone();
+        tokio::spawn(async move { client.compute(&slow).await })
+    };
+    for attempt in 0..3 {
+        match timeout(LIMIT, client.compute(&refused)).await? {
+            Err(Error::SubmitRejected { reason }) => {
+                assert!(reason.contains("never uploaded"), "{reason}")
+            }
+            other => bail!("compute {attempt}: expected SubmitRejected, got {other:?}"),
+        }
+    }
+    match timeout(LIMIT, client.submit(&[refused])).await? {
+        Err(Error::SubmitRejected { reason }) => {
+            assert!(reason.contains("never uploaded"), "{reason}")
+        }
+        other => bail!(
+            "submit: expected SubmitRejected, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    assert!(timeout(LIMIT, running).await??? >= 300);
+    let i = g.call::<i64>(&m, "inc", (41i64,))?;
+    assert_eq!(timeout(LIMIT, client.compute(&i)).await??, 42);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_functions_fail_when_the_graph_is_built() -> Result<()> {
     let (_cluster, _client, m) = cluster(1, 1).await?;

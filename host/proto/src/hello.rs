@@ -13,7 +13,7 @@ use crate::codec::{CodecError, decode_payload};
 /// Upper 16 bits of [`PROTOCOL`]: "TH".
 pub const PROTOCOL_MAGIC: u32 = 0x5448_0000;
 /// Version of the taskhost wire protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The protocol word sent in every hello: magic in the upper 16 bits, version in the lower 16.
 pub const PROTOCOL: u32 = PROTOCOL_MAGIC | PROTOCOL_VERSION as u32;
 /// Maximum size of a hello or hello reply frame.
@@ -211,17 +211,17 @@ mod tests {
             something: String,
         }
         let payload = postcard::to_stdvec(&HelloV3 {
-            protocol: protocol_word(4),
+            protocol: protocol_word(5),
             something: "new".into(),
         })
         .unwrap();
         let err = Hello::decode(&payload).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "peer speaks taskhost protocol v4, we speak v3"
+            "peer speaks taskhost protocol v5, we speak v4"
         );
         let err = HelloReply::decode(&payload).unwrap_err();
-        assert!(matches!(err, HelloError::Version { theirs: 4, ours: 3 }));
+        assert!(matches!(err, HelloError::Version { theirs: 5, ours: 4 }));
     }
 
     #[test]

@@ -261,6 +261,9 @@ pub enum ClientEvent {
     SubmitRejected {
         /// Why.
         reason: String,
+        /// The keys the refused message wanted ([`Graph::wanted`]): a client that did not
+        /// ask for a status right after it (its barrier) learns which submission this was.
+        keys: Vec<TaskKey>,
     },
     /// A wanted key's result is ready.
     TaskDone {

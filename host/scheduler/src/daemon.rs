@@ -272,9 +272,9 @@ impl Daemon {
     fn client_request(&mut self, id: ClientId, request: ClientRequest) {
         match request {
             ClientRequest::Submit(graph) => {
-                if let Err(reason) = self.submit(id, graph) {
+                if let Err((reason, keys)) = self.submit(id, graph) {
                     tracing::info!(client = id.0, %reason, "submission rejected");
-                    self.send_client(id, ClientEvent::SubmitRejected { reason });
+                    self.send_client(id, ClientEvent::SubmitRejected { reason, keys });
                 }
             }
             ClientRequest::Release(keys) => {
@@ -295,13 +295,30 @@ impl Daemon {
         }
     }
 
-    /// Checks a graph (keys, modules, literals, restrictions) and hands it to the core.
-    fn submit(&mut self, client: ClientId, graph: Graph) -> Result<(), String> {
+    /// Checks a graph (keys, modules, literals, restrictions) and hands it to the core; a
+    /// refused graph's reason comes back with the keys it wanted.
+    fn submit(&mut self, client: ClientId, graph: Graph) -> Result<(), (String, Vec<TaskKey>)> {
         let Graph {
             literals,
             tasks,
             wanted,
         } = graph;
+        if let Err(reason) = self.admit(client, literals, tasks, &wanted) {
+            return Err((reason, wanted));
+        }
+        if let Some(entry) = self.clients.get_mut(&client) {
+            entry.pending.extend(wanted);
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &mut self,
+        client: ClientId,
+        literals: Vec<Blob>,
+        tasks: Vec<taskhost_proto::TaskSpec>,
+        wanted: &[TaskKey],
+    ) -> Result<(), String> {
         let hashes: Vec<[u8; 32]> = literals
             .iter()
             .map(|l| *blake3::hash(&l.0).as_bytes())
@@ -404,7 +421,7 @@ impl Daemon {
             Input::SubmitGraph {
                 client,
                 tasks: specs,
-                wants: wanted.clone(),
+                wants: wanted.to_vec(),
             },
         );
         if let Err(err) = result {
@@ -420,9 +437,6 @@ impl Daemon {
             }
         }
         cleanup(&mut self.literals);
-        if let Some(entry) = self.clients.get_mut(&client) {
-            entry.pending.extend(wanted);
-        }
         Ok(())
     }
 

@@ -210,6 +210,7 @@ async fn bad_submissions_are_rejected_with_a_reason() {
     // A module that was never uploaded.
     let unknown = ModuleId::of(b"never uploaded");
     let t = task(unknown, "f", vec![], &[]);
+    let wanted = t.key;
     ctx.send(&ClientRequest::Submit(Graph {
         literals: vec![],
         wanted: vec![t.key],
@@ -218,8 +219,9 @@ async fn bad_submissions_are_rejected_with_a_reason() {
     .await
     .unwrap();
     match next_done(&mut crx).await {
-        ClientEvent::SubmitRejected { reason } => {
-            assert!(reason.contains("never uploaded"), "{reason}")
+        ClientEvent::SubmitRejected { reason, keys } => {
+            assert!(reason.contains("never uploaded"), "{reason}");
+            assert_eq!(keys, vec![wanted], "the refused message's wanted keys");
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -236,7 +238,7 @@ async fn bad_submissions_are_rejected_with_a_reason() {
     .await
     .unwrap();
     match next_done(&mut crx).await {
-        ClientEvent::SubmitRejected { reason } => {
+        ClientEvent::SubmitRejected { reason, .. } => {
             assert!(reason.contains("does not match its content"), "{reason}")
         }
         other => panic!("unexpected {other:?}"),
