@@ -86,6 +86,10 @@ enum TaskState {
     /// Ready, in the executors' queue: can be dropped at once (an executor skips an entry
     /// that is gone or belongs to another attempt).
     Queued,
+    /// Dispatched early; everything at hand but outputs of tasks running or queued on this
+    /// worker (`waiting` of them). The executor that stores the last of them queues the job
+    /// itself, with no hop through the network thread. Can be dropped at once.
+    Parked { job: Box<Job>, waiting: u32 },
     /// On an executor thread; cancelling the token interrupts the guest at once (epoch
     /// interruption) and its result, if any, is discarded.
     Running { cancel: CancelToken },
@@ -210,6 +214,8 @@ pub(crate) struct Inner {
     /// dispatched early and peers asking for a chunk being computed. Woken whenever a task
     /// entry is added or removed.
     watchers: Mutex<HashMap<TaskKey, Vec<oneshot::Sender<()>>>>,
+    /// Parked tasks (and their attempts) by the local task output they wait for.
+    local_dependents: Mutex<HashMap<TaskKey, Vec<(TaskKey, u64)>>>,
     pub counters: Counters,
     /// Tasks the executors finished (their reports queued, the writer woken if due).
     concluded: AtomicU64,
@@ -329,6 +335,7 @@ pub(crate) async fn start(
         chunk_fetches: Mutex::new(HashMap::default()),
         replicas: Mutex::new(HashMap::default()),
         watchers: Mutex::new(HashMap::default()),
+        local_dependents: Mutex::new(HashMap::default()),
         module_fetches: Mutex::new(HashMap::default()),
         counters: Counters::default(),
         concluded: AtomicU64::new(0),
@@ -618,7 +625,7 @@ impl Inner {
         let key = task.key;
         let mut tasks = self.tasks.lock();
         match tasks.get(&key).map(|e| &e.state) {
-            Some(TaskState::Pending(_) | TaskState::Queued) => {
+            Some(TaskState::Pending(_) | TaskState::Queued | TaskState::Parked { .. }) => {
                 tracing::warn!(key = %key.short(), "ignoring a Run of a task already here");
                 return;
             }
@@ -663,6 +670,44 @@ impl Inner {
             if let Some(concluded) = quick {
                 self.report_due.store(concluded + 1, Ordering::Relaxed);
             }
+            return;
+        }
+        // Only outputs of tasks here missing: park it for the executors.
+        if let Some(waiting_for) = self.computed_here_only(&tasks, &task) {
+            let mut lease = ReplicaLease::new(self.clone());
+            let inputs = task
+                .args
+                .drain(..)
+                .map(|arg| match arg {
+                    RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
+                    RunArg::Chunk { key, .. } => {
+                        lease.take_if_replica(key);
+                        Input::Local(key)
+                    }
+                })
+                .collect();
+            let mut dependents = self.local_dependents.lock();
+            for input in &waiting_for {
+                dependents.entry(*input).or_default().push((key, run));
+            }
+            drop(dependents);
+            let job = Box::new(Job {
+                task,
+                inputs,
+                lease,
+                run,
+            });
+            let waiting = waiting_for.len() as u32;
+            tracing::trace!(key = %key.short(), waiting, "parked until local inputs exist");
+            tasks.insert(
+                key,
+                TaskEntry {
+                    run,
+                    state: TaskState::Parked { job, waiting },
+                },
+            );
+            drop(tasks);
+            self.wake_watchers(key);
             return;
         }
         // The entry is inserted before the task can look for it: it needs this lock first.
@@ -728,6 +773,92 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// If `task`'s module is loaded and each input is a literal, a local chunk or the output of
+    /// a task this worker is about to run or running (dispatched early), the distinct keys of
+    /// the latter (at least one). The caller holds the task lock.
+    fn computed_here_only(
+        &self,
+        tasks: &HashMap<TaskKey, TaskEntry>,
+        task: &RunTask,
+    ) -> Option<Vec<TaskKey>> {
+        if !self.runtime.is_prepared(&task.module) {
+            return None;
+        }
+        let store = self.store.lock();
+        let mut waiting_for: Vec<TaskKey> = Vec::new();
+        for arg in &task.args {
+            match arg {
+                RunArg::Literal(_) => {}
+                RunArg::Chunk { key, .. } if store.contains(key) => {}
+                RunArg::Chunk {
+                    key,
+                    pending: true,
+                    holders,
+                    ..
+                } if holders.is_empty()
+                    && tasks.get(key).is_some_and(|e| {
+                        matches!(e.state, TaskState::Queued | TaskState::Running { .. })
+                    }) =>
+                {
+                    if !waiting_for.contains(key) {
+                        waiting_for.push(*key);
+                    }
+                }
+                RunArg::Chunk { .. } => return None,
+            }
+        }
+        (!waiting_for.is_empty()).then_some(waiting_for)
+    }
+
+    /// After the attempt of `key` ended (its output stored if `computed`): queues the parked
+    /// tasks that waited only for it, or gives back those that cannot have it. Returns
+    /// whether it queued any.
+    fn release_parked(&self, key: TaskKey, computed: bool) -> bool {
+        let Some(dependents) = self.local_dependents.lock().remove(&key) else {
+            return false;
+        };
+        let mut ready = Vec::new();
+        let mut orphans = Vec::new();
+        {
+            let mut tasks = self.tasks.lock();
+            for (dependent, run) in dependents {
+                let Some(entry) = tasks.get_mut(&dependent) else {
+                    continue;
+                };
+                if entry.run != run {
+                    continue;
+                }
+                let TaskState::Parked { waiting, .. } = &mut entry.state else {
+                    continue;
+                };
+                if computed {
+                    *waiting -= 1;
+                    if *waiting > 0 {
+                        continue;
+                    }
+                }
+                let TaskState::Parked { job, .. } =
+                    std::mem::replace(&mut entry.state, TaskState::Queued)
+                else {
+                    unreachable!("matched above");
+                };
+                if computed {
+                    ready.push(job);
+                } else {
+                    orphans.push((dependent, run));
+                }
+            }
+        }
+        let queued = !ready.is_empty();
+        for job in ready {
+            self.enqueue(*job);
+        }
+        for (dependent, run) in orphans {
+            self.conclude(dependent, run, Outcome::Missing(vec![key]));
+        }
+        queued
     }
 
     /// Whether `task` can start at once: its module is loaded and its inputs are literals or
@@ -865,15 +996,13 @@ impl Inner {
                 abort.abort();
                 tasks.remove(&key);
                 drop(tasks);
-                self.wake_watchers(key);
-                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped(key);
                 tracing::debug!(key = %key.short(), "cancelled a waiting task");
             }
-            Some(TaskState::Queued) => {
+            Some(TaskState::Queued | TaskState::Parked { .. }) => {
                 tasks.remove(&key);
                 drop(tasks);
-                self.wake_watchers(key);
-                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped(key);
                 tracing::debug!(key = %key.short(), "cancelled a queued task");
             }
             Some(TaskState::Running { cancel }) => {
@@ -886,6 +1015,14 @@ impl Inner {
         }
     }
 
+    /// After an attempt that had not started was dropped (its entry removed): wakes whoever
+    /// waited for it and gives back the parked tasks that needed its output.
+    fn dropped(&self, key: TaskKey) {
+        self.wake_watchers(key);
+        self.release_parked(key, false);
+        self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Gives back a task that has not started; `true` if it will not run here (including a
     /// task this worker does not know).
     fn steal(&self, key: TaskKey) -> bool {
@@ -895,15 +1032,13 @@ impl Inner {
                 abort.abort();
                 tasks.remove(&key);
                 drop(tasks);
-                self.wake_watchers(key);
-                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped(key);
                 true
             }
-            Some(TaskState::Queued) => {
+            Some(TaskState::Queued | TaskState::Parked { .. }) => {
                 tasks.remove(&key);
                 drop(tasks);
-                self.wake_watchers(key);
-                self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped(key);
                 true
             }
             Some(TaskState::Running { .. }) => false,
@@ -1148,7 +1283,7 @@ impl Inner {
 
     /// [`Inner::conclude`]; with `deferred`, the report is queued without waking the writer
     /// (the caller wakes it). Returns whether a report was queued.
-    fn conclude_with(&self, key: TaskKey, run: u64, outcome: Outcome, deferred: bool) -> bool {
+    fn conclude_with(&self, key: TaskKey, run: u64, outcome: Outcome, mut deferred: bool) -> bool {
         let report = {
             let mut tasks = self.tasks.lock();
             match tasks.get(&key) {
@@ -1160,6 +1295,13 @@ impl Inner {
                     }
                     drop(tasks);
                     self.wake_watchers(key);
+                    let done = !cancelled && matches!(outcome, Outcome::Done { .. });
+                    // A task of this worker waited for this one: its next dependents can be
+                    // sent ahead only once the scheduler hears of this result, so it is not
+                    // held back.
+                    if self.release_parked(key, done) {
+                        deferred = false;
+                    }
                     !cancelled
                 }
                 _ => false,
