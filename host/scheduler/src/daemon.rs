@@ -742,9 +742,8 @@ impl Daemon {
     /// Wakes the writers of the clients [`Daemon::send_client`] queued events for. Called after
     /// the commands to workers are queued: the writer tasks of this single-threaded runtime run
     /// in the order they are woken, so a task's `Run` leaves before the client's reply to the
-    /// same request (its status barrier), and the worker starts a round trip's worth of
-    /// packets earlier (measured: ~20-30 us of single-task latency on a loaded machine, where
-    /// the woken client otherwise preempted the scheduler before it sent the `Run`).
+    /// same request (a `submit`'s status barrier): a client woken first could preempt the
+    /// scheduler before the `Run` left (~20 us in a `perf sched` trace on a busy CPU).
     fn wake_clients(&mut self) {
         for id in self.clients_to_wake.drain(..) {
             if let Some(client) = self.clients.get(&id) {
