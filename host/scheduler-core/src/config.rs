@@ -47,6 +47,10 @@ pub struct Config {
     /// from the peers computing them, so a chain of short tasks does not pay a scheduler
     /// round trip per step.
     pub early_dispatch: bool,
+    /// Early dispatch waits only for inputs whose estimated duration is below this: for longer
+    /// tasks the round trip it saves is small, and a placement decided once the inputs exist
+    /// knows more (measured: early placement lost up to 12% efficiency on 2 ms stencil steps).
+    pub early_dispatch_below: Micros,
     /// Cost of fetching an input that is still being computed from the peer computing it,
     /// besides its bytes (a request, a wait and an answer): weighs placing an early task
     /// beside its inputs.
@@ -70,6 +74,7 @@ impl Default for Config {
             pause_fraction: 0.8,
             resume_fraction: 0.7,
             early_dispatch: true,
+            early_dispatch_below: Micros(1000),
             peer_latency: Micros(100),
             report_forgotten: true,
         }

@@ -7,6 +7,8 @@ use crate::state::{Arg, TaskState};
 
 /// Most candidate workers considered for one placement.
 const MAX_CANDIDATES: usize = 16;
+/// How much the queue of a candidate weighs in placing an early task (against transfers).
+const EARLY_QUEUE_WEIGHT: f64 = 0.5;
 /// Idle workers added to the holders of the inputs as candidates.
 const IDLE_CANDIDATES: usize = 2;
 
@@ -100,7 +102,12 @@ impl Core {
                 }
             }
             let idle = self.idle.members();
-            if !idle.is_empty() {
+            // An early task goes where its inputs are computed (below); idle workers are
+            // candidates for ready tasks only.
+            let early = task
+                .deps()
+                .any(|d| matches!(self.tasks[d as usize].state, TaskState::Processing { .. }));
+            if !idle.is_empty() && !(early && !cands.is_empty()) {
                 for k in 0..IDLE_CANDIDATES.min(idle.len()) {
                     let w = idle[(self.rr + k) % idle.len()];
                     if !cands.contains(&w) {
@@ -145,9 +152,16 @@ impl Core {
                 round_trips += u32::from(p != w);
             }
         }
-        queue.max(ready)
-            + f64::from(round_trips) * self.cfg.peer_latency.0 as f64
-            + self.missing_bytes(t, w) as f64 / self.bandwidth
+        let transfers = f64::from(round_trips) * self.cfg.peer_latency.0 as f64
+            + self.missing_bytes(t, w) as f64 / self.bandwidth;
+        if ready > 0.0 {
+            // Early: the task waits for its inputs wherever it goes, and the queue ahead of
+            // it is mostly work it waits for anyway; stay with the inputs unless that queue
+            // is much longer.
+            transfers + (queue - ready).max(0.0) * EARLY_QUEUE_WEIGHT
+        } else {
+            queue + transfers
+        }
     }
 
     /// Bytes of `t`'s inputs that `w` does not hold (for an input still being computed

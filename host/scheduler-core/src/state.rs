@@ -153,12 +153,6 @@ impl Task {
             .filter(|r| !r.is_empty())
     }
 
-    /// Whether the task is assigned to a worker with all of its inputs in memory (a settled
-    /// assignment: its dependents may be dispatched early).
-    pub(crate) fn settled_processing(&self) -> bool {
-        matches!(self.state, TaskState::Processing { pending: 0, .. })
-    }
-
     pub(crate) fn needed(&self) -> bool {
         self.wanted > 0 || self.waiters > 0
     }

@@ -89,7 +89,7 @@ impl Core {
 
     /// Dispatches a waiting task early if each of its inputs is in memory or assigned to a
     /// worker with all of its own inputs in memory (and its function's output size is
-    /// measured).
+    /// measured and its estimated duration below `early_dispatch_below`).
     pub(crate) fn try_early(&mut self, t: Tid) {
         if !self.cfg.early_dispatch {
             return;
@@ -100,10 +100,18 @@ impl Core {
         };
         // Inputs being computed must have a measured output size: placement weighs what
         // each candidate worker would have to fetch.
+        // ... and be short: the round trip saved matters only next to short tasks, and a
+        // placement decided later knows more.
+        let short = self.cfg.early_dispatch_below.0;
         let eligible = task.deps().all(|d| {
             let dep = &self.tasks[d as usize];
-            matches!(dep.state, TaskState::Memory { .. })
-                || (dep.settled_processing() && self.fns[dep.func as usize].nbytes.is_some())
+            match dep.state {
+                TaskState::Memory { .. } => true,
+                TaskState::Processing {
+                    pending: 0, est, ..
+                } => u64::from(est) < short && self.fns[dep.func as usize].nbytes.is_some(),
+                _ => false,
+            }
         });
         if !eligible {
             return;

@@ -246,3 +246,26 @@ fn early_dispatch_hides_the_scheduler_round_trip_of_a_stencil() {
         "early dispatch {early_total} us vs {late_total} us"
     );
 }
+
+#[test]
+fn long_tasks_are_not_dispatched_early() {
+    // 2 ms steps: the round trip is small beside them, and placing them once their inputs
+    // exist balances the workers better.
+    let cfg = SimConfig {
+        workers: vec![
+            WorkerSpec {
+                slots: 1,
+                ..WorkerSpec::default()
+            };
+            2
+        ],
+        latency: Micros(50),
+        jitter: Micros(20),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    sim.submit_at(Micros(0), ClientId(1), &stencil(4, 10, Micros(2000), 8));
+    sim.drive().expect("simulation");
+    assert!(sim.undelivered().is_empty());
+    assert_eq!(sim.core.stats().early_runs, 0);
+}
