@@ -107,7 +107,7 @@ impl Core {
             let early = task
                 .deps()
                 .any(|d| matches!(self.tasks[d as usize].state, TaskState::Processing { .. }));
-            if !idle.is_empty() && !(early && !cands.is_empty()) {
+            if !idle.is_empty() && (!early || cands.is_empty()) {
                 for k in 0..IDLE_CANDIDATES.min(idle.len()) {
                     let w = idle[(self.rr + k) % idle.len()];
                     if !cands.contains(&w) {
