@@ -19,6 +19,39 @@ fn measure(core: &mut Core, worker: u64, names: &[&str]) {
     }
 }
 
+/// One worker, `a` and its dependent `b` submitted, both sent (`b` early).
+fn early_pair() -> (Core, TaskSpec, TaskSpec) {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    measure(&mut core, 1, &["a", "b"]);
+    let a = task("a", 0, &[]);
+    let b = task("b", 1, &[a.key]);
+    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
+    assert_eq!(run_tasks(&drain(&mut core)).len(), 2);
+    (core, a, b)
+}
+
+/// Two one-slot workers, 50 us one-way latency with jitter.
+fn two_workers(early_dispatch: bool, seed: u64) -> SimConfig {
+    SimConfig {
+        core: Config {
+            early_dispatch,
+            ..Config::default()
+        },
+        workers: vec![
+            WorkerSpec {
+                slots: 1,
+                ..WorkerSpec::default()
+            };
+            2
+        ],
+        latency: Micros(50),
+        jitter: Micros(20),
+        seed,
+        ..SimConfig::default()
+    }
+}
+
 fn run_tasks(outs: &[Output]) -> Vec<&RunTask> {
     outs.iter()
         .filter_map(|o| match o {
@@ -139,13 +172,7 @@ fn an_early_task_is_taken_back_when_its_input_moves() {
 
 #[test]
 fn an_early_task_fails_with_its_input() {
-    let mut core = Core::new(Config::default());
-    join(&mut core, 1, 1);
-    measure(&mut core, 1, &["a", "b"]);
-    let a = task("a", 0, &[]);
-    let b = task("b", 1, &[a.key]);
-    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
-    assert_eq!(run_tasks(&drain(&mut core)).len(), 2);
+    let (mut core, a, b) = early_pair();
     core.handle(
         core.now(),
         Input::TaskErred {
@@ -175,13 +202,7 @@ fn an_early_task_fails_with_its_input() {
 fn a_rescheduled_early_task_is_sent_again() {
     // The worker could not get the pending input (say the peer had not heard of it yet):
     // the task goes back to waiting and is dispatched again.
-    let mut core = Core::new(Config::default());
-    join(&mut core, 1, 1);
-    measure(&mut core, 1, &["a", "b"]);
-    let a = task("a", 0, &[]);
-    let b = task("b", 1, &[a.key]);
-    submit(&mut core, 1, vec![a.clone(), b.clone()], vec![b.key]);
-    assert_eq!(run_tasks(&drain(&mut core)).len(), 2);
+    let (mut core, a, b) = early_pair();
     core.handle(
         core.now(),
         Input::Reschedule {
@@ -199,24 +220,7 @@ fn a_rescheduled_early_task_is_sent_again() {
 }
 
 fn stencil_makespan(early: bool, seed: u64) -> (Micros, u64) {
-    let cfg = SimConfig {
-        core: Config {
-            early_dispatch: early,
-            ..Config::default()
-        },
-        workers: vec![
-            WorkerSpec {
-                slots: 1,
-                ..WorkerSpec::default()
-            };
-            2
-        ],
-        latency: Micros(50),
-        jitter: Micros(20),
-        seed,
-        ..SimConfig::default()
-    };
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(two_workers(early, seed));
     sim.submit_at(Micros(0), ClientId(1), &stencil(4, 30, Micros(100), 8));
     let report = sim.drive().expect("simulation").clone();
     assert!(sim.undelivered().is_empty());
@@ -251,19 +255,7 @@ fn early_dispatch_hides_the_scheduler_round_trip_of_a_stencil() {
 fn long_tasks_are_not_dispatched_early() {
     // 2 ms steps: the round trip is small beside them, and placing them once their inputs
     // exist balances the workers better.
-    let cfg = SimConfig {
-        workers: vec![
-            WorkerSpec {
-                slots: 1,
-                ..WorkerSpec::default()
-            };
-            2
-        ],
-        latency: Micros(50),
-        jitter: Micros(20),
-        ..SimConfig::default()
-    };
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(two_workers(true, 1));
     sim.submit_at(Micros(0), ClientId(1), &stencil(4, 10, Micros(2000), 8));
     sim.drive().expect("simulation");
     assert!(sim.undelivered().is_empty());

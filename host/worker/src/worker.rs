@@ -620,7 +620,7 @@ impl Inner {
         None
     }
 
-    fn spawn_task(self: &Arc<Self>, mut task: RunTask) {
+    fn spawn_task(self: &Arc<Self>, task: RunTask) {
         self.counters.tasks_received.fetch_add(1, Ordering::Relaxed);
         let key = task.key;
         let mut tasks = self.tasks.lock();
@@ -649,24 +649,7 @@ impl Inner {
             );
             drop(tasks);
             self.wake_watchers(key);
-            let mut lease = ReplicaLease::new(self.clone());
-            let inputs = task
-                .args
-                .drain(..)
-                .map(|arg| match arg {
-                    RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
-                    RunArg::Chunk { key, .. } => {
-                        lease.take_if_replica(key);
-                        Input::Local(key)
-                    }
-                })
-                .collect();
-            let quick = self.enqueue(Job {
-                task,
-                inputs,
-                lease,
-                run,
-            });
+            let quick = self.enqueue(self.local_job(task, run));
             if let Some(concluded) = quick {
                 self.report_due.store(concluded + 1, Ordering::Relaxed);
             }
@@ -674,29 +657,12 @@ impl Inner {
         }
         // Only outputs of tasks here missing: park it for the executors.
         if let Some(waiting_for) = self.computed_here_only(&tasks, &task) {
-            let mut lease = ReplicaLease::new(self.clone());
-            let inputs = task
-                .args
-                .drain(..)
-                .map(|arg| match arg {
-                    RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
-                    RunArg::Chunk { key, .. } => {
-                        lease.take_if_replica(key);
-                        Input::Local(key)
-                    }
-                })
-                .collect();
             let mut dependents = self.local_dependents.lock();
             for input in &waiting_for {
                 dependents.entry(*input).or_default().push((key, run));
             }
             drop(dependents);
-            let job = Box::new(Job {
-                task,
-                inputs,
-                lease,
-                run,
-            });
+            let job = Box::new(self.local_job(task, run));
             let waiting = waiting_for.len() as u32;
             tracing::trace!(key = %key.short(), waiting, "parked until local inputs exist");
             tasks.insert(
@@ -772,6 +738,29 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// The job of a task whose chunk inputs are (or will be, before it runs) in the local
+    /// store, with a lease on the replicas among them.
+    fn local_job(self: &Arc<Self>, mut task: RunTask, run: u64) -> Job {
+        let mut lease = ReplicaLease::new(self.clone());
+        let inputs = task
+            .args
+            .drain(..)
+            .map(|arg| match arg {
+                RunArg::Literal(blob) => Input::Bytes(Bytes::from(blob.0)),
+                RunArg::Chunk { key, .. } => {
+                    lease.take_if_replica(key);
+                    Input::Local(key)
+                }
+            })
+            .collect();
+        Job {
+            task,
+            inputs,
+            lease,
+            run,
         }
     }
 
