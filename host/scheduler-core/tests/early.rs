@@ -202,7 +202,7 @@ fn an_early_task_fails_with_its_input() {
 fn a_rescheduled_early_task_is_sent_again() {
     // The worker could not get the pending input (say the peer had not heard of it yet):
     // the task goes back to waiting and is dispatched again.
-    let (mut core, a, b) = early_pair();
+    let (mut core, _, b) = early_pair();
     core.handle(
         core.now(),
         Input::Reschedule {
