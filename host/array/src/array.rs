@@ -1174,16 +1174,45 @@ impl Array {
         None
     }
 
+    /// Diagonal block `(i, i)` of `self . self^T` from `self`'s blocks: `sum_p A[i,p] .
+    /// A[i,p]^T` in `syrk_sum` tasks of up to [`MAX_MATMUL_GROUP`] blocks, which compute the
+    /// upper triangle of each product and mirror it (half the work of `matmul_sum`, and no
+    /// transposed operand to read).
+    fn syrk_block(&self, a_blocks: &[Handle<Raw>], i: usize) -> Handle<Raw> {
+        let kk = self.chunks[1].len();
+        let first = |axis: usize| self.chunks[axis].first().copied().unwrap_or(1).max(1);
+        let block_bytes = first(0) * first(1) * self.dtype.size();
+        // Grouped as `matmul_sum` groups the pairs of the other blocks, so that a chained
+        // partial holds the same products.
+        let group = (MATMUL_TASK_BYTES / (2 * block_bytes).max(1)).clamp(1, MAX_MATMUL_GROUP);
+        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], self.chunks[0][i]]);
+        let mut c: Option<Handle<Raw>> = None;
+        for start in (0..kk).step_by(group) {
+            let mut args = vec![match &c {
+                Some(c) => Arg::Block(c),
+                None => Arg::Lit(spec.clone()),
+            }];
+            for p in start..(start + group).min(kk) {
+                args.push(Arg::Block(&a_blocks[i * kk + p]));
+            }
+            c = Some(self.ctx.call("syrk_sum", &args));
+        }
+        c.expect("at least one contraction block")
+    }
+
     /// `self . other` for `other` the transpose of `self` (aligned, float64): only the output
-    /// blocks `(i, j)` with `i <= j` are products; the result is a lazy symmetric expression
-    /// that reads block `(j, i)` as the transpose of `(i, j)`.
+    /// blocks `(i, j)` with `i <= j` are products, the diagonal ones by `syrk_sum` (half
+    /// products); the result is a lazy symmetric expression that reads block `(j, i)` as the
+    /// transpose of `(i, j)`.
     fn symmetric_dot(&self, other: &Array) -> Array {
         let n = self.chunks[0].len();
         let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
         let mut blocks: Vec<Handle<Raw>> = Vec::with_capacity(n * n);
         for i in 0..n {
             for j in 0..n {
-                let block = if i <= j {
+                let block = if i == j {
+                    self.syrk_block(a_blocks, i)
+                } else if i < j {
                     self.product_block(other, a_blocks, b_blocks, i, j)
                 } else {
                     blocks[j * n + i].clone()

@@ -21,7 +21,13 @@ impl Kernels {
     /// `fuel_metering`: whether fuel metering is compiled in (the workers' default is on).
     fn with_fuel(fuel_metering: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut config = RuntimeConfig::new(dir.path());
+        // TASKHOST_KERNELS_DATA keeps the runtime's data (and the compiled `.cwasm` artifacts,
+        // for reading the generated code with `objdump -d`) in that directory.
+        let data = match std::env::var_os("TASKHOST_KERNELS_DATA") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => dir.path().to_owned(),
+        };
+        let mut config = RuntimeConfig::new(data);
         config.fuel_metering = fuel_metering;
         let runtime = Runtime::new(config)?;
         // TASKHOST_KERNELS_WASM swaps in another build (e.g. without SIMD) for the timings.
@@ -141,6 +147,12 @@ fn kernels_match_ndarray_through_the_runtime() -> Result<()> {
         &(&want * 2.0),
         1e-12,
     );
+    // The symmetric product x . x^T + y^T . y (upper triangle computed, lower mirrored).
+    let gram = (x2.dot(&x2.t()) + y2.t().dot(&y2)).into_dyn();
+    let m = x2.nrows();
+    let syrk = k.f64("syrk_sum", &[&chunk::spec(DType::F64, &[m, m]), &xb, &yt])?;
+    assert_close(&syrk, &gram, 1e-12);
+    assert_eq!(syrk, syrk.t(), "syrk_sum is not symmetric");
 
     // Slicing and creation.
     let sliced = k.f64(
@@ -221,6 +233,8 @@ fn kernel_timings() -> Result<()> {
     let plus = program(2, 0, 0, &[&[1, 0]], &[2, 1f64.to_bits() as i64, 1, 0, 10]);
     let centred = program(2, 4, 3, &[&[0, 1], &[-1, -1]], &[1, 0, 1, 1, 11]);
     let pairs: Vec<&[u8]> = vec![&spec, &xb, &yb, &yb, &xb];
+    let (xt, yt) = (k.call("transpose", &[&xb])?, k.call("transpose", &[&yb])?);
+    let sym_pairs: Vec<&[u8]> = vec![&spec, &xb, &xt, &yb, &yt];
     let cases: Vec<(&str, &str, Vec<&[u8]>)> = vec![
         ("echo-sized noop: ones", "ones", vec![&spec]),
         ("random", "random", vec![&spec, &seed]),
@@ -254,6 +268,8 @@ fn kernel_timings() -> Result<()> {
         ),
         ("matmul", "matmul", vec![&xb, &yb]),
         ("matmul_sum 2 pairs", "matmul_sum", pairs),
+        ("matmul_sum x.x^T + y.y^T", "matmul_sum", sym_pairs),
+        ("syrk_sum x.x^T + y.y^T", "syrk_sum", vec![&spec, &xb, &yb]),
     ];
     // Whether the engine lowers `f64x2.relaxed_madd` to a fused multiply-add: the product
     // (1 + 2^-30)(1 - 2^-30) = 1 - 2^-60, added to -1 by the micro-kernel's second step, is
@@ -273,8 +289,17 @@ fn kernel_timings() -> Result<()> {
         "{:>24}  {:>11}  {:>11}  {:>11}",
         "kernel", "wall", "CPU", "CPU no fuel"
     );
+    // TASKHOST_KERNEL_TIMINGS=matmul times only the kernels whose name contains that.
+    let only = std::env::var("TASKHOST_KERNEL_TIMINGS").unwrap_or_default();
     for (label, name, args) in cases {
-        let runs = if name.starts_with("matmul") { 3 } else { 7 };
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let runs = if name.contains("mm") || name.contains("syrk") {
+            3
+        } else {
+            7
+        };
         let mut best = Vec::new();
         for k in [&fuel, &nofuel] {
             let (mut wall, mut cpu, mut n) = (None::<f64>, Some(0.0), 0.0);

@@ -250,11 +250,98 @@ pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     Ok(c)
 }
 
+/// `syrk_sum(c, a1, a2, ...)`: `c + a1 . a1^T + a2 . a2^T + ...` for `m x k_i` blocks `a_i`,
+/// an `m x m` symmetric block, written into `c`'s buffer; `c` may be a spec (the sum then
+/// starts from zeros). Only the upper triangle is computed (in float64, the register tiles
+/// that hold an element on or above the diagonal: about half of the work of `matmul_sum` with
+/// the transposes) and the lower triangle is then its mirror image, so `c`'s lower triangle
+/// is ignored: a symmetric `c`, such as the result of an earlier `syrk_sum`, is what makes
+/// the result `c + sum`. The upper triangle is bitwise what `matmul_sum` of the pairs
+/// `(a_i, a_i^T)` gives, and so is the lower one (the same products, summed in the same order).
+pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    if blocks.is_empty() {
+        bail!("syrk_sum takes c and at least one block");
+    }
+    let spec = parse_spec(&c, "c")?;
+    let mut c = if c.len() == spec.header_len() {
+        spec.zeroed()
+    } else {
+        c
+    };
+    let (mc, cat) = parse(&c, "c")?;
+    for block in &blocks {
+        let (ma, aat) = parse(block, "a")?;
+        if ma.ndim() != 2 {
+            bail!("syrk_sum takes 2-D blocks, got shape {:?}", ma.shape);
+        }
+        let (m, k) = (ma.shape[0], ma.shape[1]);
+        if mc.shape != [m, m] || mc.dtype != ma.dtype {
+            bail!(
+                "syrk_sum: c has shape {:?} ({}), a product {:?} ({})",
+                mc.shape,
+                mc.dtype.name(),
+                [m, m],
+                ma.dtype.name()
+            );
+        }
+        let a = &block[aat..];
+        match ma.dtype {
+            DType::F64 => gemm_f64::<true>(&mut c[cat..], a, BSource::TransposeOf(a), m, k, m),
+            other => with_dtype!(other, T => {
+                let at = transposed::<T>(a, m, k);
+                gemm_plain::<T>(&mut c[cat..], a, &at, m, k, m)
+            }),
+        }
+    }
+    let m = mc.shape[0];
+    with_dtype!(mc.dtype, T => mirror_upper::<T>(&mut c[cat..], m));
+    Ok(c)
+}
+
+/// The `k x m` transpose of a row-major `m x k` block of `T` (little-endian bytes).
+fn transposed<T: Elem>(a: &[u8], m: usize, k: usize) -> Vec<u8> {
+    let s = T::SIZE;
+    let mut out = vec![0u8; m * k * s];
+    for i in 0..m {
+        for p in 0..k {
+            out[(p * m + i) * s..(p * m + i + 1) * s]
+                .copy_from_slice(&a[(i * k + p) * s..(i * k + p + 1) * s]);
+        }
+    }
+    out
+}
+
+/// Copies the upper triangle of the row-major `m x m` block `c` of `T` onto its lower one
+/// (`c[j][i] = c[i][j]` for `i < j`), in tiles of 32 x 32 elements so that the strided
+/// writes stay in cache.
+fn mirror_upper<T: Elem>(c: &mut [u8], m: usize) {
+    const TILE: usize = 32;
+    let s = T::SIZE;
+    for i0 in (0..m).step_by(TILE) {
+        for j0 in (i0..m).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(m) {
+                for j in j0.max(i + 1)..(j0 + TILE).min(m) {
+                    c.copy_within((i * m + j) * s..(i * m + j + 1) * s, (j * m + i) * s);
+                }
+            }
+        }
+    }
+}
+
 fn gemm(dtype: DType, c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
     match dtype {
-        DType::F64 => gemm_f64(c, a, b, m, k, n),
+        DType::F64 => gemm_f64::<false>(c, a, BSource::Plain(b), m, k, n),
         other => with_dtype!(other, T => gemm_plain::<T>(c, a, b, m, k, n)),
     }
+}
+
+/// The B operand of [`gemm_f64`] (`k x n`).
+#[derive(Clone, Copy)]
+enum BSource<'a> {
+    /// B itself, row-major.
+    Plain(&'a [u8]),
+    /// The row-major `n x k` block whose transpose B is.
+    TransposeOf(&'a [u8]),
 }
 
 /// `c += a . b` for any element type, one output row at a time.
@@ -285,12 +372,25 @@ fn gemm_plain<T: Elem>(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: 
 /// load, a move and a shuffle), and an `MR x NR` tile of C is accumulated in vector registers
 /// by [`micro`], which reads the packed buffers without bounds checks. Two buffers are
 /// allocated per call: at most 2 MB for B and 512 KB for A.
-fn gemm_f64(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
+///
+/// With `UPPER` (for a product whose result is symmetric, `m == n`), only the tiles that hold
+/// an element on or above the diagonal are computed; the others are left as they were.
+fn gemm_f64<const UPPER: bool>(
+    c: &mut [u8],
+    a: &[u8],
+    b: BSource<'_>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     // What makes the raw reads and writes below stay inside the buffers.
-    assert!(a.len() >= m * k * 8 && b.len() >= k * n * 8 && c.len() >= m * n * 8);
+    let b_len = match b {
+        BSource::Plain(b) | BSource::TransposeOf(b) => b.len(),
+    };
+    assert!(a.len() >= m * k * 8 && b_len >= k * n * 8 && c.len() >= m * n * 8);
     let kc_max = KC.min(k);
     let mut bpack = vec![lanes::splat(0.0); kc_max * NC.min(n.next_multiple_of(NR)) / 2];
     let mut apack = vec![lanes::splat(0.0); kc_max * MC.min(m.next_multiple_of(MR))];
@@ -298,14 +398,25 @@ fn gemm_f64(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_b(&mut bpack, b, n, pc, kc, jc, nc);
+            match b {
+                BSource::Plain(b) => pack_b(&mut bpack, b, n, pc, kc, jc, nc),
+                BSource::TransposeOf(bt) => pack_bt(&mut bpack, bt, k, pc, kc, jc, nc),
+            }
             for ic in (0..m).step_by(MC) {
+                if UPPER && ic >= jc + nc {
+                    // Every row of this block is below the panel's last column.
+                    break;
+                }
                 let mc = MC.min(m - ic);
                 pack_a(&mut apack, a, k, ic, mc, pc, kc);
                 for jr in (0..nc).step_by(NR) {
                     let strip_b = &bpack[jr / 2 * kc..(jr / 2 + NR / 2) * kc];
                     let cols = NR.min(nc - jr);
                     for ir in (0..mc).step_by(MR) {
+                        if UPPER && ic + ir >= jc + jr + cols {
+                            // This tile and the ones below it lie under the diagonal.
+                            break;
+                        }
                         let strip_a = &apack[ir * kc..(ir + MR) * kc];
                         let rows = MR.min(mc - ir);
                         let at = ((ic + ir) * n + jc + jr) * 8;
@@ -360,6 +471,36 @@ fn pack_b(out: &mut [V], b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc
                     for h in 0..NR / 2 {
                         *to.add(h) = lanes::pair(x(2 * h), x(2 * h + 1));
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`pack_b`] for B the transpose of `bt` (row-major `n x k`): rows `pc..pc + kc`, columns
+/// `jc..jc + nc` of B are columns `pc..pc + kc`, rows `jc..jc + nc` of `bt`.
+fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
+    let strips = nc.div_ceil(NR);
+    assert!(out.len() >= strips * kc * (NR / 2) && bt.len() >= (jc + nc) * k * 8 && pc + kc <= k);
+    let out = out.as_mut_ptr();
+    for s in 0..strips {
+        let j = jc + s * NR;
+        let cols = NR.min(jc + nc - j);
+        // SAFETY: rows `j..j + cols` of `bt` have columns `pc..pc + kc` (asserted above), and
+        // the strip `s` of `out` has `kc * NR / 2` vectors.
+        unsafe {
+            let x = |col: usize, p: usize| -> f64 {
+                if col < cols {
+                    let at = ((j + col) * k + pc + p) * 8;
+                    f64::from_le_bytes(bt.as_ptr().add(at).cast::<[u8; 8]>().read())
+                } else {
+                    0.0
+                }
+            };
+            for p in 0..kc {
+                let to = out.add((s * kc + p) * (NR / 2));
+                for h in 0..NR / 2 {
+                    *to.add(h) = lanes::pair(x(2 * h, p), x(2 * h + 1, p));
                 }
             }
         }

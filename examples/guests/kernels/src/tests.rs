@@ -699,3 +699,63 @@ fn fused_random_inputs_match_the_random_kernel() {
         .is_err()
     );
 }
+
+#[test]
+fn syrk_sum_is_the_symmetric_product() {
+    // Edges of the register tile and of the packed blocks (KC = 256, MC = 128), and a
+    // contraction of one.
+    let shapes = [
+        (1, 1),
+        (2, 3),
+        (5, 1),
+        (7, 13),
+        (13, 300),
+        (127, 255),
+        (129, 257),
+        (130, 6),
+        (257, 40),
+    ];
+    for (m, k) in shapes {
+        let (a1, a1v) = f64s(&[m, k], 50);
+        let (a2, a2v) = f64s(&[m, k + 3], 51);
+        let a1t = call("transpose", vec![a1.clone()]).unwrap();
+        let a2t = call("transpose", vec![a2.clone()]).unwrap();
+        let a1tv = to_f64(&a1t).unwrap().1;
+        let a2tv = to_f64(&a2t).unwrap().1;
+        // One block from a spec: the full product a . a^T, bitwise what matmul_sum gives.
+        let (shape, got) = run("syrk_sum", vec![spec(DType::F64, &[m, m]), a1.clone()]);
+        assert_eq!(shape, vec![m, m], "{m} x {k}");
+        close(&got, &naive_matmul(&a1v, &a1tv, m, k, m));
+        let full = run(
+            "matmul_sum",
+            vec![spec(DType::F64, &[m, m]), a1.clone(), a1t.clone()],
+        )
+        .1;
+        assert_eq!(got, full, "{m} x {k}: syrk_sum and matmul_sum differ");
+        // Two blocks added to a symmetric c (the previous result): c + a1 a1^T + a2 a2^T.
+        let c = from_f64(&[m, m], &got);
+        let second = naive_matmul(&a2v, &a2tv, m, k + 3, m);
+        let want: Vec<f64> = got
+            .iter()
+            .zip(naive_matmul(&a1v, &a1tv, m, k, m))
+            .zip(&second)
+            .map(|((c, p), q)| c + p + q)
+            .collect();
+        let (_, got2) = run("syrk_sum", vec![c, a1.clone(), a2.clone()]);
+        close(&got2, &want);
+        for i in 0..m {
+            for j in 0..m {
+                assert_eq!(got2[i * m + j], got2[j * m + i], "not symmetric at {i}, {j}");
+            }
+        }
+    }
+    // Other dtypes take the plain loop, and the lower triangle of c is ignored.
+    let a = from_i64(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    let c = from_i64(&[2, 2], &[10, 20, 99, 30]);
+    let out = call("syrk_sum", vec![c, a]).unwrap();
+    assert_eq!(to_f64(&out).unwrap(), (vec![2, 2], vec![24.0, 52.0, 52.0, 107.0]));
+    // Errors: no block, a non-square c, a 1-D block.
+    assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 2])]).is_err());
+    assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 3]), f64s(&[2, 3], 0).0]).is_err());
+    assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 2]), f64s(&[2], 0).0]).is_err());
+}
