@@ -11,15 +11,17 @@ struct Kernels {
     _dir: tempfile::TempDir,
     runtime: Runtime,
     id: ModuleId,
+    limits: Limits,
 }
 
 impl Kernels {
     fn new() -> Result<Self> {
-        Self::with_fuel(true)
+        Self::with_fuel(false)
     }
 
-    /// `fuel_metering`: whether fuel metering is compiled in (the workers' default is on).
-    fn with_fuel(fuel_metering: bool) -> Result<Self> {
+    /// `fuel`: whether the calls set a fuel limit (of `u64::MAX`), which makes them run on
+    /// code compiled with fuel metering; without one they run on code compiled without it.
+    fn with_fuel(fuel: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         // TASKHOST_KERNELS_DATA keeps the runtime's data (and the compiled `.cwasm` artifacts,
         // for reading the generated code with `objdump -d`) in that directory.
@@ -27,26 +29,27 @@ impl Kernels {
             Some(path) => std::path::PathBuf::from(path),
             None => dir.path().to_owned(),
         };
-        let mut config = RuntimeConfig::new(data);
-        config.fuel_metering = fuel_metering;
-        let runtime = Runtime::new(config)?;
+        let runtime = Runtime::new(RuntimeConfig::new(data))?;
         // TASKHOST_KERNELS_WASM swaps in another build (e.g. without SIMD) for the timings.
         let bytes = match std::env::var("TASKHOST_KERNELS_WASM") {
             Ok(path) => std::fs::read(path)?,
             Err(_) => taskhost_array::KERNELS_WASM.to_vec(),
         };
         let id = runtime.put(&bytes)?;
+        let limits = Limits {
+            fuel: fuel.then_some(u64::MAX),
+            ..Limits::default()
+        };
         Ok(Kernels {
             _dir: dir,
             runtime,
             id,
+            limits,
         })
     }
 
     fn call(&self, name: &str, args: &[&[u8]]) -> Result<Vec<u8>> {
-        Ok(self
-            .runtime
-            .execute(&self.id, name, args, &Limits::default())?)
+        Ok(self.runtime.execute(&self.id, name, args, &self.limits)?)
     }
 
     fn f64(&self, name: &str, args: &[&[u8]]) -> Result<ArrayD<f64>> {
@@ -194,8 +197,8 @@ fn program(ndim: usize, reduce: i64, mask: i64, maps: &[&[i64]], code: &[i64]) -
 }
 
 /// Prints the time of each kernel on 1000 x 1000 float64 blocks (the best of several runs, as
-/// the machine is shared) and the mean CPU time of this thread, with
-/// fuel metering compiled in (as on workers) and without:
+/// the machine is shared) and the mean CPU time of this thread, for calls with a fuel limit
+/// (code compiled with fuel metering) and without (as array tasks run: no metering):
 /// `cargo test -p taskhost-array --release --test kernels_runtime -- --ignored --nocapture`.
 #[test]
 #[ignore]

@@ -1,9 +1,10 @@
-//! The runtime: one engine, a cache of ready-to-instantiate modules, and task execution.
+//! The runtime: its engines (one without fuel metering, and one with it for tasks that set a
+//! fuel limit), a cache of ready-to-instantiate modules per engine, and task execution.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -34,7 +35,7 @@ const STDERR_TAIL: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// The data directory: modules go to `<dir>/modules`, compiled artifacts to
-    /// `<dir>/artifacts/<engine fingerprint>`.
+    /// `<dir>/artifacts/<engine fingerprint>` (one directory per engine).
     pub data_dir: PathBuf,
     /// How many component instances may be alive at once (the size of the pooling allocator).
     /// Each running task holds one; a task started beyond this fails with
@@ -43,7 +44,11 @@ pub struct RuntimeConfig {
     /// The largest memory cap any task may be given, in bytes (at most 4 GiB). Each pool slot
     /// reserves this much address space (not memory).
     pub max_memory: u64,
-    /// Whether fuel metering is compiled in. Without it, [`Limits::fuel`] must be `None`.
+    /// Whether tasks may set a fuel limit ([`Limits::fuel`]); without it, a task that sets
+    /// one is refused. Such tasks run on code compiled with fuel metering, by a second engine
+    /// that the first of them creates (and that compiles each module on its first such task);
+    /// tasks without a fuel limit always run on code compiled without it, which is faster (a
+    /// fuel counter update per basic block: 2-30% of a kernel's time).
     pub fuel_metering: bool,
     /// How often the epoch ticker thread checks running tasks' deadlines.
     pub epoch_tick: Duration,
@@ -138,50 +143,25 @@ struct Loaded {
     short: String,
 }
 
-/// The sandboxed task runtime of one process: a module store, one shared wasmtime `Engine`,
-/// compiled modules cached on disk and in memory, and task execution with per-task limits.
-///
-/// `Runtime` is `Send + Sync`; share it in an `Arc`. [`Runtime::execute`] is synchronous and
-/// CPU-bound: call it from blocking threads (one per execution slot, or
-/// `tokio::task::spawn_blocking`), never directly on an async executor.
-pub struct Runtime {
-    config: RuntimeConfig,
+/// One wasmtime `Engine` and what depends on it: its linker, its epoch ticker, the directory
+/// of the artifacts it compiled and the modules loaded for it.
+struct EngineSlot {
     engine: Engine,
     linker: Linker<TaskState>,
-    store: ModuleStore,
     artifacts_dir: PathBuf,
     fingerprint: String,
+    /// Whether the engine compiles fuel metering in.
+    metered: bool,
     loaded: RwLock<HashMap<ModuleId, Arc<Loaded>>>,
     loading: Mutex<HashMap<ModuleId, Arc<Mutex<()>>>>,
-    counters: Counters,
-    bounds: OutputBounds,
     _ticker: Ticker,
 }
 
-impl std::fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("data_dir", &self.config.data_dir)
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Runtime {
-    /// A runtime with the default settings and its data under `data_dir`.
-    pub fn open(data_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
-        Self::new(RuntimeConfig::new(data_dir))
-    }
-
-    /// Creates the engine (and its epoch ticker thread) and opens the data directory.
-    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        if config.max_memory > 4 << 30 {
-            return Err(RuntimeError::InvalidLimits(format!(
-                "max_memory {} exceeds 4 GiB, the largest 32-bit linear memory",
-                config.max_memory
-            )));
-        }
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+impl EngineSlot {
+    /// Creates the engine (with fuel metering compiled in if `metered`), its linker, its
+    /// artifacts directory and its epoch ticker thread.
+    fn new(config: &RuntimeConfig, metered: bool) -> Result<Self, RuntimeError> {
+        let engine = Engine::new(&engine_config(config, metered)).map_err(|e| {
             RuntimeError::Internal(format!("creating the engine: {}", chain_text(&e)))
         })?;
         let fingerprint = engine_fingerprint(&engine);
@@ -196,11 +176,73 @@ impl Runtime {
             RuntimeError::Internal(format!("linking the bounded clocks: {}", chain_text(&e)))
         })?;
 
-        let store = ModuleStore::open(&config.data_dir)?;
         let artifacts_dir = config.data_dir.join("artifacts").join(&fingerprint);
         std::fs::create_dir_all(&artifacts_dir)
             .map_err(|e| RuntimeError::io(format!("creating {}", artifacts_dir.display()), e))?;
         let ticker = Ticker::start(&engine, config.epoch_tick)?;
+        Ok(Self {
+            engine,
+            linker,
+            artifacts_dir,
+            fingerprint,
+            metered,
+            loaded: RwLock::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
+    }
+
+    fn artifact_path(&self, id: &ModuleId) -> PathBuf {
+        self.artifacts_dir.join(format!("{id}.cwasm"))
+    }
+}
+
+/// The sandboxed task runtime of one process: a module store, a shared wasmtime `Engine`
+/// (and a second one, with fuel metering, for tasks that set a fuel limit), compiled modules
+/// cached on disk and in memory, and task execution with per-task limits.
+///
+/// `Runtime` is `Send + Sync`; share it in an `Arc`. [`Runtime::execute`] is synchronous and
+/// CPU-bound: call it from blocking threads (one per execution slot, or
+/// `tokio::task::spawn_blocking`), never directly on an async executor.
+pub struct Runtime {
+    config: RuntimeConfig,
+    /// The engine of tasks without a fuel limit (no fuel metering).
+    plain: EngineSlot,
+    /// The engine of tasks with a fuel limit, created by the first of them.
+    metered: OnceLock<EngineSlot>,
+    metered_init: Mutex<()>,
+    store: ModuleStore,
+    counters: Counters,
+    bounds: OutputBounds,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.config.data_dir)
+            .field("fingerprint", &self.plain.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime with the default settings and its data under `data_dir`.
+    pub fn open(data_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::new(RuntimeConfig::new(data_dir))
+    }
+
+    /// Creates the engine of tasks without a fuel limit (and its epoch ticker thread) and
+    /// opens the data directory. The engine of tasks with a fuel limit is created by the
+    /// first of them.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        if config.max_memory > 4 << 30 {
+            return Err(RuntimeError::InvalidLimits(format!(
+                "max_memory {} exceeds 4 GiB, the largest 32-bit linear memory",
+                config.max_memory
+            )));
+        }
+        let plain = EngineSlot::new(&config, false)?;
+        let store = ModuleStore::open(&config.data_dir)?;
         let bounds = OutputBounds {
             stream_bytes: config.stdio_limit,
             log_records: config.log_records,
@@ -208,17 +250,36 @@ impl Runtime {
         };
         Ok(Self {
             config,
-            engine,
-            linker,
+            plain,
+            metered: OnceLock::new(),
+            metered_init: Mutex::new(()),
             store,
-            artifacts_dir,
-            fingerprint,
-            loaded: RwLock::new(HashMap::new()),
-            loading: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             bounds,
-            _ticker: ticker,
         })
+    }
+
+    /// The engine a task with these limits runs on: the metered one (created now if this is
+    /// the first such task) when it sets a fuel limit.
+    fn slot(&self, limits: &Limits) -> Result<&EngineSlot, RuntimeError> {
+        if limits.fuel.is_none() {
+            return Ok(&self.plain);
+        }
+        if !self.config.fuel_metering {
+            return Err(RuntimeError::InvalidLimits(
+                "a fuel limit was given but this runtime was created without fuel metering".into(),
+            ));
+        }
+        if let Some(slot) = self.metered.get() {
+            return Ok(slot);
+        }
+        let _guard = self.metered_init.lock();
+        if self.metered.get().is_none() {
+            let slot = EngineSlot::new(&self.config, true)?;
+            tracing::debug!(fingerprint = %slot.fingerprint, "created the fuel-metering engine");
+            let _ = self.metered.set(slot);
+        }
+        Ok(self.metered.get().expect("set above"))
     }
 
     /// The settings this runtime was created with.
@@ -241,10 +302,11 @@ impl Runtime {
         self.store.put_with_id(id, bytes)
     }
 
-    /// A short hash of the engine settings that compiled artifacts depend on; artifacts are
-    /// cached under it.
+    /// A short hash of the settings of the engine that runs tasks without a fuel limit (the
+    /// one [`Runtime::prepare`] compiles for), on which compiled artifacts depend; its
+    /// artifacts are cached under it. The fuel-metering engine has another.
     pub fn engine_fingerprint(&self) -> &str {
-        &self.fingerprint
+        &self.plain.fingerprint
     }
 
     /// What this runtime has done so far.
@@ -256,39 +318,42 @@ impl Runtime {
         }
     }
 
-    /// Makes the module `id` ready to run: loads its compiled artifact from disk, or compiles
-    /// it (and writes the artifact) if there is none. [`Runtime::execute`] does this on first
-    /// use; calling it ahead of time takes the compilation off the first task's path.
+    /// Makes the module `id` ready to run for tasks without a fuel limit: loads its compiled
+    /// artifact from disk, or compiles it (and writes the artifact) if there is none.
+    /// [`Runtime::execute`] does this on first use; calling it ahead of time takes the
+    /// compilation off the first task's path. (A task with a fuel limit compiles the module
+    /// for the fuel-metering engine on its first run.)
     pub fn prepare(&self, id: &ModuleId) -> Result<(), RuntimeError> {
-        self.load(id).map(|_| ())
+        self.load(&self.plain, id).map(|_| ())
     }
 
-    /// Whether the module `id` is loaded in memory, ready to instantiate.
+    /// Whether the module `id` is loaded in memory, ready to instantiate for tasks without a
+    /// fuel limit.
     pub fn is_prepared(&self, id: &ModuleId) -> bool {
-        self.loaded.read().contains_key(id)
+        self.plain.loaded.read().contains_key(id)
     }
 
-    fn load(&self, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
-        if let Some(loaded) = self.loaded.read().get(id) {
+    fn load(&self, slot: &EngineSlot, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
+        if let Some(loaded) = slot.loaded.read().get(id) {
             return Ok(loaded.clone());
         }
         // One loader per module; loads of different modules proceed in parallel.
-        let slot = self.loading.lock().entry(*id).or_default().clone();
-        let _guard = slot.lock();
-        if let Some(loaded) = self.loaded.read().get(id) {
+        let lock = slot.loading.lock().entry(*id).or_default().clone();
+        let _guard = lock.lock();
+        if let Some(loaded) = slot.loaded.read().get(id) {
             return Ok(loaded.clone());
         }
-        let result = self.load_uncached(id);
+        let result = self.load_uncached(slot, id);
         if let Ok(loaded) = &result {
-            self.loaded.write().insert(*id, loaded.clone());
+            slot.loaded.write().insert(*id, loaded.clone());
         }
-        self.loading.lock().remove(id);
+        slot.loading.lock().remove(id);
         result
     }
 
-    fn load_uncached(&self, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
-        let component = self.component(id)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+    fn load_uncached(&self, slot: &EngineSlot, id: &ModuleId) -> Result<Arc<Loaded>, RuntimeError> {
+        let component = self.component(slot, id)?;
+        let instance_pre = slot.linker.instantiate_pre(&component).map_err(|e| {
             RuntimeError::InvalidComponent(format!(
                 "the component cannot run in the taskhost sandbox: {}",
                 chain_text(&e)
@@ -316,14 +381,10 @@ impl Runtime {
         }))
     }
 
-    fn artifact_path(&self, id: &ModuleId) -> PathBuf {
-        self.artifacts_dir.join(format!("{id}.cwasm"))
-    }
-
-    fn component(&self, id: &ModuleId) -> Result<Component, RuntimeError> {
-        let artifact = self.artifact_path(id);
+    fn component(&self, slot: &EngineSlot, id: &ModuleId) -> Result<Component, RuntimeError> {
+        let artifact = slot.artifact_path(id);
         if artifact.is_file() {
-            match deserialize_artifact(&self.engine, &artifact) {
+            match deserialize_artifact(&slot.engine, &artifact) {
                 Ok(component) => {
                     self.counters.artifact_loads.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(module = %id.short(), "loaded compiled artifact");
@@ -339,10 +400,15 @@ impl Runtime {
         }
         let bytes = self.store.get(id)?;
         let started = Instant::now();
-        let component = Component::new(&self.engine, &bytes)
+        let component = Component::new(&slot.engine, &bytes)
             .map_err(|e| RuntimeError::InvalidComponent(chain_text(&e)))?;
         self.counters.compilations.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(module = %id.short(), elapsed = ?started.elapsed(), "compiled module");
+        tracing::debug!(
+            module = %id.short(),
+            metered = slot.metered,
+            elapsed = ?started.elapsed(),
+            "compiled module"
+        );
         match component.serialize() {
             Ok(serialized) => {
                 if let Err(e) = write_atomically(&artifact, &serialized) {
@@ -361,9 +427,9 @@ impl Runtime {
     /// Lists the task functions the module `id` exports (by calling its `functions` export
     /// in a fresh sandbox with default limits).
     pub fn describe(&self, id: &ModuleId) -> Result<Vec<FunctionInfo>, RuntimeError> {
-        let loaded = self.load(id)?;
+        let loaded = self.load(&self.plain, id)?;
         let limits = Limits::default();
-        let mut store = self.new_store(&loaded, "functions", &limits, None)?;
+        let mut store = self.new_store(&self.plain, &loaded, "functions", &limits, None)?;
         let result = loaded
             .pre
             .instantiate(&mut store)
@@ -415,7 +481,9 @@ impl Runtime {
         limits: &Limits,
         cancel: &CancelToken,
     ) -> Result<Vec<u8>, RuntimeError> {
-        cancel.state.attach(&self.engine);
+        if let Ok(slot) = self.slot(limits) {
+            cancel.state.attach(&slot.engine);
+        }
         if cancel.is_cancelled() {
             return Err(RuntimeError::Cancelled);
         }
@@ -430,8 +498,9 @@ impl Runtime {
         limits: &Limits,
         cancel: Option<&Arc<CancelState>>,
     ) -> Result<Vec<u8>, RuntimeError> {
-        let loaded = self.load(id)?;
-        let mut store = self.new_store(&loaded, function, limits, cancel)?;
+        let slot = self.slot(limits)?;
+        let loaded = self.load(slot, id)?;
+        let mut store = self.new_store(slot, &loaded, function, limits, cancel)?;
         let result = loaded
             .instance_pre
             .instantiate(&mut store)
@@ -475,6 +544,7 @@ impl Runtime {
 
     fn new_store(
         &self,
+        slot: &EngineSlot,
         loaded: &Loaded,
         function: &str,
         limits: &Limits,
@@ -486,11 +556,6 @@ impl Runtime {
                 limits.memory, self.config.max_memory
             )));
         }
-        if limits.fuel.is_some() && !self.config.fuel_metering {
-            return Err(RuntimeError::InvalidLimits(
-                "a fuel limit was given but this runtime was created without fuel metering".into(),
-            ));
-        }
         let task: Arc<str> = format!("{}/{function}", loaded.short).into();
         let state = TaskState::new(
             task,
@@ -500,9 +565,9 @@ impl Runtime {
             limits.timeout,
             cancel.cloned(),
         );
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&slot.engine, state);
         store.limiter(|state| &mut state.limiter);
-        if self.config.fuel_metering {
+        if slot.metered {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| RuntimeError::Internal(chain_text(&e)))?;
@@ -616,7 +681,8 @@ fn bound_clock_waits(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn engine_config(config: &RuntimeConfig) -> Config {
+/// The settings of an engine of this runtime; `metered`: whether it compiles fuel metering in.
+fn engine_config(config: &RuntimeConfig, metered: bool) -> Config {
     let instances = config.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
@@ -634,7 +700,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .memory_init_cow(true)
         .epoch_interruption(true)
-        .consume_fuel(config.fuel_metering)
+        .consume_fuel(metered)
         .parallel_compilation(true)
         // Fixed rather than read from WASMTIME_BACKTRACE_DETAILS, so that the engine
         // fingerprint does not depend on the environment.

@@ -487,13 +487,35 @@ fn compiled_artifacts_survive_a_restart() {
     );
     assert_eq!(runtime.stats().artifact_loads, 1);
 
-    // A different engine configuration has its own artifacts.
+    // A task with a fuel limit runs on the fuel-metering engine, which compiles the module
+    // once more and keeps its artifact apart (another engine fingerprint).
+    let fuel = Limits {
+        fuel: Some(10_000_000),
+        ..limits()
+    };
+    let out = runtime.execute(&id, "inc", &[&enc(&3i64)], &fuel).unwrap();
+    assert_eq!(postcard::from_bytes::<i64>(&out).unwrap(), 4);
+    assert_eq!(runtime.stats().compilations, 1);
+    let engines = std::fs::read_dir(dir.path().join("artifacts"))
+        .unwrap()
+        .count();
+    assert_eq!(engines, 2, "one artifacts directory per engine");
+    // Tasks without a fuel limit still run on the code compiled without it.
+    let out = runtime
+        .execute(&id, "inc", &[&enc(&4i64)], &limits())
+        .unwrap();
+    assert_eq!(postcard::from_bytes::<i64>(&out).unwrap(), 5);
+    assert_eq!(runtime.stats().compilations, 1);
+
+    // A runtime without fuel metering runs tasks on that same engine (the same artifacts)
+    // and refuses fuel limits.
     let mut config = small_config(dir.path());
     config.fuel_metering = false;
     let other = Runtime::new(config).unwrap();
-    assert_ne!(other.engine_fingerprint(), runtime.engine_fingerprint());
+    assert_eq!(other.engine_fingerprint(), runtime.engine_fingerprint());
     other.prepare(&id).unwrap();
-    assert_eq!(other.stats().compilations, 1);
+    assert_eq!(other.stats().compilations, 0);
+    assert_eq!(other.stats().artifact_loads, 1);
     match other.execute(
         &id,
         "inc",
