@@ -85,6 +85,28 @@ fn quic_server(settings: TransportSettings, token: ClusterToken) -> SocketAddr {
     rx.recv().expect("server address")
 }
 
+/// Round trips of a 64-bit ping on the control stream after 1000 for warm-up; p50 and p99 in
+/// microseconds.
+async fn ping_pong(
+    tx: &taskhost_net::Sender<Msg>,
+    rx: &mut taskhost_net::Receiver<Msg>,
+    pings: usize,
+) -> (f64, f64) {
+    let mut lat = Vec::with_capacity(pings);
+    for i in 0..(pings + 1000) as u64 {
+        let t = Instant::now();
+        tx.send(&Msg::Ping(i)).await.expect("send");
+        match rx.recv().await.expect("recv") {
+            Some(Msg::Pong(j)) if j == i => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if i >= 1000 {
+            lat.push(t.elapsed());
+        }
+    }
+    percentiles(lat)
+}
+
 /// Fetches `total` bytes in 8 MiB chunks with `parallel` fetches in flight; returns GB/s.
 async fn quic_bulk(
     conn: &taskhost_net::Connection,
@@ -259,7 +281,11 @@ fn main() {
     let pings = env_usize("NET_BENCH_PINGS", 20_000).max(100);
     let token = ClusterToken::generate().expect("token");
 
-    let mut tuned = TransportSettings::default();
+    // The QUIC rows use QUIC even on this host; the same-host socket has rows of its own.
+    let mut tuned = TransportSettings {
+        local_transport: false,
+        ..TransportSettings::default()
+    };
     if let Some(mtu) = std::env::var("NET_BENCH_MTU")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -272,15 +298,19 @@ fn main() {
         stream_window: 1_250_000,
         connection_window: 15_000_000,
         send_window: 10_000_000,
-        ..TransportSettings::default()
+        ..tuned.clone()
     };
     let ack_default = TransportSettings {
         ack_eliciting_threshold: None,
-        ..TransportSettings::default()
+        ..tuned.clone()
     };
     let no_gso = TransportSettings {
         gso: false,
-        ..TransportSettings::default()
+        ..tuned.clone()
+    };
+    let same_host = TransportSettings {
+        local_transport: true,
+        ..tuned.clone()
     };
 
     let quic_only = std::env::var_os("NET_BENCH_QUIC_ONLY").is_some();
@@ -337,7 +367,7 @@ fn main() {
                     format!("{busiest:.2}, {:.2} GB/s", 1.0 / busiest),
                 ));
             }
-            let stats = conn.quinn().stats();
+            let stats = conn.quinn().expect("a QUIC connection").stats();
             rows.push((
                 "  path MTU reached".to_string(),
                 stats.path.current_mtu.to_string(),
@@ -369,9 +399,47 @@ fn main() {
             format!("  busiest thread ({thread}): CPU-s/GB, ceiling at 1 core per side"),
             format!("{busiest:.2}, {:.2} GB/s", 1.0 / busiest),
         ));
+        // The same-host socket.
+        let addr = quic_server(same_host.clone(), token.clone());
+        let endpoint = Endpoint::client(same_host.clone()).expect("endpoint");
+        let est = endpoint
+            .connect(addr, &Credentials::peer(token.clone()), Role::Peer)
+            .await
+            .expect("connect");
+        assert!(
+            est.connection.is_local(),
+            "the same-host socket was not used"
+        );
+        let conn = est.connection.clone();
+        quic_bulk(&conn, 8 * CHUNK, 1, false).await;
+        let mut local_seq = 0.0;
+        for parallel in [1, 4] {
+            let cpu0 = cpu_seconds();
+            let gbps = median(repeat(runs, || quic_bulk(&conn, total, parallel, false)).await);
+            let cpu = (cpu_seconds() - cpu0) / (runs as f64 * total as f64 / 1e9);
+            if parallel == 1 {
+                local_seq = gbps;
+            }
+            rows.push((
+                format!("same-host socket, {parallel} in flight"),
+                format!("{gbps:.2} GB/s, {cpu:.2} CPU-s/GB"),
+            ));
+        }
+        let (tx, mut rx) = est.control.split::<Msg, Msg>();
+        let (p50, p99) = ping_pong(&tx, &mut rx, pings).await;
+        rows.push((
+            "same-host control round trip (64-bit ping/pong) p50 / p99".into(),
+            format!("{p50:.1} us / {p99:.1} us"),
+        ));
+        conn.close("done");
+        let memcpy = memcpy_gbps(total);
+        rows.push((
+            "ratio same-host socket / memcpy (1 in flight)".into(),
+            format!("{:.2}", local_seq / memcpy),
+        ));
         rows.push((
             "memcpy of 8 MiB (reference)".into(),
-            format!("{:.2} GB/s", memcpy_gbps(total)),
+            format!("{memcpy:.2} GB/s"),
         ));
         rows.push((
             "ratio QUIC tuned / TCP (1 in flight)".into(),
@@ -397,19 +465,7 @@ fn main() {
             .await
             .expect("connect");
         let (tx, mut rx) = est.control.split::<Msg, Msg>();
-        let mut lat = Vec::with_capacity(pings);
-        for i in 0..(pings + 1000) as u64 {
-            let t = Instant::now();
-            tx.send(&Msg::Ping(i)).await.expect("send");
-            match rx.recv().await.expect("recv") {
-                Some(Msg::Pong(j)) if j == i => {}
-                other => panic!("unexpected {other:?}"),
-            }
-            if i >= 1000 {
-                lat.push(t.elapsed());
-            }
-        }
-        let (p50, p99) = percentiles(lat);
+        let (p50, p99) = ping_pong(&tx, &mut rx, pings).await;
         rows.push((
             "QUIC control round trip (64-bit ping/pong) p50 / p99".into(),
             format!("{p50:.1} us / {p99:.1} us"),

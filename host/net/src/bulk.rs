@@ -14,7 +14,12 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskhost_proto::decode_payload;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
 
+use crate::endpoint::Link;
+use crate::local::LocalLink;
 use crate::{Connection, NetError};
 
 /// Status byte: the chunk follows.
@@ -39,9 +44,10 @@ impl Connection {
         request: &Req,
         max_len: usize,
     ) -> Result<Bytes, NetError> {
-        let (mut recv, len) = self.bulk_request(request, max_len).await?;
+        let (recv, len) = self.bulk_request(request, max_len).await?;
         let mut out = BytesMut::with_capacity(len);
-        read_segments(&mut recv, len, |segment| out.extend_from_slice(&segment)).await?;
+        recv.read_body(len, |segment| out.extend_from_slice(&segment))
+            .await?;
         Ok(out.freeze())
     }
 
@@ -52,9 +58,9 @@ impl Connection {
         request: &Req,
         max_len: usize,
     ) -> Result<Vec<Bytes>, NetError> {
-        let (mut recv, len) = self.bulk_request(request, max_len).await?;
+        let (recv, len) = self.bulk_request(request, max_len).await?;
         let mut out = Vec::with_capacity(len / 1024 + 1);
-        read_segments(&mut recv, len, |segment| out.push(segment)).await?;
+        recv.read_body(len, |segment| out.push(segment)).await?;
         Ok(out)
     }
 
@@ -63,7 +69,7 @@ impl Connection {
         &self,
         request: &Req,
         max_len: usize,
-    ) -> Result<(quinn::RecvStream, usize), NetError> {
+    ) -> Result<(BulkRecv, usize), NetError> {
         let payload = postcard::to_stdvec(request)
             .map_err(|e| NetError::Codec(taskhost_proto::CodecError::Encode(e)))?;
         if payload.len() > MAX_BULK_REQUEST {
@@ -72,18 +78,33 @@ impl Connection {
                 limit: MAX_BULK_REQUEST,
             }));
         }
-        let (mut send, mut recv) = self.inner.open_bi().await?;
-        send.write_all(&payload).await?;
-        send.finish()?;
+        let mut recv = match &self.inner {
+            Link::Quic(conn) => {
+                let (mut send, recv) = conn.open_bi().await?;
+                send.write_all(&payload).await?;
+                send.finish()?;
+                BulkRecv::Quic(recv)
+            }
+            Link::Local(link) => {
+                let mut stream = link.bulk_stream().await?;
+                let mut framed = Vec::with_capacity(4 + payload.len());
+                framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                framed.extend_from_slice(&payload);
+                stream.write_all(&framed).await?;
+                BulkRecv::Local(stream, link.clone())
+            }
+        };
         let mut header = [0u8; 9];
-        recv.read_exact(&mut header).await?;
+        recv.read_header(&mut header).await?;
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&header[1..]);
         let len = u64::from_le_bytes(len_bytes);
         match header[0] {
             BULK_OK => {
                 if len > max_len as u64 {
-                    let _ = recv.stop(quinn::VarInt::from_u32(0));
+                    if let BulkRecv::Quic(recv) = &mut recv {
+                        let _ = recv.stop(quinn::VarInt::from_u32(0));
+                    }
                     return Err(NetError::TooLarge {
                         size: len,
                         limit: max_len,
@@ -98,12 +119,16 @@ impl Connection {
                     )));
                 }
                 let mut reason = Vec::with_capacity(len as usize);
-                read_segments(&mut recv, len as usize, |s| reason.extend_from_slice(&s)).await?;
+                recv.read_body(len as usize, |s| reason.extend_from_slice(&s))
+                    .await?;
                 Err(NetError::Refused {
                     reason: String::from_utf8_lossy(&reason).into_owned(),
                 })
             }
-            BULK_NOT_FOUND => Err(NetError::NotFound),
+            BULK_NOT_FOUND => {
+                recv.read_body(0, |_| {}).await?;
+                Err(NetError::NotFound)
+            }
             other => Err(NetError::Protocol(format!(
                 "unknown bulk status byte {other}"
             ))),
@@ -113,13 +138,59 @@ impl Connection {
     /// Waits for the peer to open a bulk stream; `Ok(None)` once the connection is closed
     /// normally.
     pub async fn accept_bulk(&self) -> Result<Option<IncomingBulk>, NetError> {
-        match self.inner.accept_bi().await {
-            Ok((send, recv)) => Ok(Some(IncomingBulk { send, recv })),
+        let conn = match &self.inner {
+            Link::Quic(conn) => conn,
+            Link::Local(link) => return Ok(link.accept_bulk().await),
+        };
+        match conn.accept_bi().await {
+            Ok((send, recv)) => Ok(Some(IncomingBulk(Incoming::Quic { send, recv }))),
             Err(
                 quinn::ConnectionError::ApplicationClosed(_)
                 | quinn::ConnectionError::LocallyClosed,
             ) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The response side of one bulk request.
+enum BulkRecv {
+    Quic(quinn::RecvStream),
+    /// A same-host bulk connection, returned to its link once the response is read.
+    Local(UnixStream, std::sync::Arc<LocalLink>),
+}
+
+impl BulkRecv {
+    async fn read_header(&mut self, header: &mut [u8; 9]) -> Result<(), NetError> {
+        match self {
+            BulkRecv::Quic(recv) => {
+                recv.read_exact(header).await?;
+            }
+            BulkRecv::Local(stream, link) => {
+                if let Err(e) = stream.read_exact(header).await {
+                    // The serving side ends a bulk connection only when the link is gone.
+                    link.close(&format!("the peer ended a bulk connection: {e}"));
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the `len` bytes of the body into `sink`; a same-host connection then goes back to
+    /// its link for the next request.
+    async fn read_body(self, len: usize, mut sink: impl FnMut(Bytes)) -> Result<(), NetError> {
+        match self {
+            BulkRecv::Quic(mut recv) => read_segments(&mut recv, len, sink).await,
+            BulkRecv::Local(mut stream, link) => {
+                if len > 0 {
+                    let mut body = BytesMut::zeroed(len);
+                    stream.read_exact(&mut body).await?;
+                    sink(body.freeze());
+                }
+                link.reuse(stream);
+                Ok(())
+            }
         }
     }
 }
@@ -155,15 +226,50 @@ async fn read_segments(
 
 /// A bulk stream opened by the peer, whose request has not been read yet.
 #[derive(Debug)]
-pub struct IncomingBulk {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+pub struct IncomingBulk(Incoming);
+
+#[derive(Debug)]
+enum Incoming {
+    Quic {
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
+    Local {
+        request: Vec<u8>,
+        stream: UnixStream,
+        back: oneshot::Sender<UnixStream>,
+    },
 }
 
 impl IncomingBulk {
+    /// A request read from a same-host bulk connection; answering it hands the connection
+    /// back through `back`.
+    pub(crate) fn local(
+        request: Vec<u8>,
+        stream: UnixStream,
+        back: oneshot::Sender<UnixStream>,
+    ) -> Self {
+        Self(Incoming::Local {
+            request,
+            stream,
+            back,
+        })
+    }
+
     /// Reads and decodes the request.
-    pub async fn request<Req: DeserializeOwned>(mut self) -> Result<(Req, Responder), NetError> {
-        let bytes = match self.recv.read_to_end(MAX_BULK_REQUEST).await {
+    pub async fn request<Req: DeserializeOwned>(self) -> Result<(Req, Responder), NetError> {
+        let (send, mut recv) = match self.0 {
+            Incoming::Quic { send, recv } => (send, recv),
+            Incoming::Local {
+                request,
+                stream,
+                back,
+            } => {
+                let request = decode_payload::<Req>(&request)?;
+                return Ok((request, Responder(Respond::Local { stream, back })));
+            }
+        };
+        let bytes = match recv.read_to_end(MAX_BULK_REQUEST).await {
             Ok(b) => b,
             Err(quinn::ReadToEndError::TooLong) => {
                 return Err(NetError::Protocol(format!(
@@ -173,64 +279,80 @@ impl IncomingBulk {
             Err(quinn::ReadToEndError::Read(e)) => return Err(e.into()),
         };
         let request = decode_payload::<Req>(&bytes)?;
-        Ok((request, Responder { send: self.send }))
+        Ok((request, Responder(Respond::Quic(send))))
     }
 }
 
 /// Answers one bulk request.
 #[derive(Debug)]
-pub struct Responder {
-    send: quinn::SendStream,
+pub struct Responder(Respond);
+
+#[derive(Debug)]
+enum Respond {
+    Quic(quinn::SendStream),
+    Local {
+        stream: UnixStream,
+        back: oneshot::Sender<UnixStream>,
+    },
 }
 
 impl Responder {
-    /// Sends the chunk (without copying it) and finishes the stream.
-    pub async fn send(mut self, data: Bytes) -> Result<(), NetError> {
+    /// Writes the header and `segments`, then finishes the stream (QUIC) or hands the
+    /// connection back for the next request (same host).
+    async fn respond(self, status: u8, mut segments: Vec<Bytes>) -> Result<(), NetError> {
+        let len: usize = segments.iter().map(Bytes::len).sum();
         let mut header = [0u8; 9];
-        header[0] = BULK_OK;
-        header[1..].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        self.send.write_all(&header).await?;
-        self.send.write_chunk(data).await?;
-        self.send.finish()?;
+        header[0] = status;
+        header[1..].copy_from_slice(&(len as u64).to_le_bytes());
+        match self.0 {
+            Respond::Quic(mut send) => {
+                send.write_all(&header).await?;
+                send.write_all_chunks(&mut segments).await?;
+                send.finish()?;
+            }
+            Respond::Local { mut stream, back } => {
+                if len <= 64 * 1024 {
+                    // One write for a small answer.
+                    let mut msg = Vec::with_capacity(9 + len);
+                    msg.extend_from_slice(&header);
+                    segments.iter().for_each(|s| msg.extend_from_slice(s));
+                    stream.write_all(&msg).await?;
+                } else {
+                    stream.write_all(&header).await?;
+                    for segment in &segments {
+                        stream.write_all(segment).await?;
+                    }
+                }
+                let _ = back.send(stream);
+            }
+        }
         Ok(())
+    }
+
+    /// Sends the chunk (without copying it) and finishes the stream.
+    pub async fn send(self, data: Bytes) -> Result<(), NetError> {
+        self.respond(BULK_OK, vec![data]).await
     }
 
     /// Sends a chunk held as several buffers (for example as received by
     /// [`Connection::fetch_segments`]) without copying them, and finishes the stream.
-    pub async fn send_segments(mut self, mut segments: Vec<Bytes>) -> Result<(), NetError> {
-        let len: usize = segments.iter().map(Bytes::len).sum();
-        let mut header = [0u8; 9];
-        header[0] = BULK_OK;
-        header[1..].copy_from_slice(&(len as u64).to_le_bytes());
-        self.send.write_all(&header).await?;
-        self.send.write_all_chunks(&mut segments).await?;
-        self.send.finish()?;
-        Ok(())
+    pub async fn send_segments(self, segments: Vec<Bytes>) -> Result<(), NetError> {
+        self.respond(BULK_OK, segments).await
     }
 
     /// Answers that the requested item is not held here.
-    pub async fn not_found(mut self) -> Result<(), NetError> {
-        let mut msg = [0u8; 9];
-        msg[0] = BULK_NOT_FOUND;
-        self.send.write_all(&msg).await?;
-        self.send.finish()?;
-        Ok(())
+    pub async fn not_found(self) -> Result<(), NetError> {
+        self.respond(BULK_NOT_FOUND, Vec::new()).await
     }
 
     /// Refuses the request with a reason (truncated to [`MAX_REFUSAL`] bytes).
-    pub async fn refuse(mut self, reason: &str) -> Result<(), NetError> {
+    pub async fn refuse(self, reason: &str) -> Result<(), NetError> {
         let mut cut = reason.len().min(MAX_REFUSAL);
         while !reason.is_char_boundary(cut) {
             cut -= 1;
         }
-        let reason = &reason.as_bytes()[..cut];
-        let mut msg = Vec::with_capacity(9 + reason.len());
-        msg.push(BULK_REFUSED);
-        msg.extend_from_slice(&(reason.len() as u64).to_le_bytes());
-        msg.extend_from_slice(reason);
-        self.send.write_all(&msg).await?;
-        self.send.finish()?;
-        Ok(())
+        let reason = Bytes::copy_from_slice(&reason.as_bytes()[..cut]);
+        self.respond(BULK_REFUSED, vec![reason]).await
     }
 }
 

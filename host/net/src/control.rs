@@ -4,14 +4,15 @@ use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use quinn::VarInt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskhost_proto::{DEFAULT_MAX_FRAME, FrameDecoder, encode_into_limited};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use crate::NetError;
-use crate::endpoint::CLOSE_PROTOCOL_ERROR;
+use crate::endpoint::{CLOSE_PROTOCOL_ERROR, Link};
 
 /// Limits of a control stream.
 #[derive(Debug, Clone)]
@@ -34,23 +35,92 @@ impl Default for ControlOptions {
 /// The long-lived bidirectional stream of a connection, not yet typed.
 #[derive(Debug)]
 pub struct ControlStream {
-    pub(crate) conn: quinn::Connection,
-    pub(crate) send: quinn::SendStream,
-    pub(crate) recv: quinn::RecvStream,
+    pub(crate) conn: Link,
+    pub(crate) send: WriteHalf,
+    recv: ReadHalf,
     pub(crate) decoder: FrameDecoder,
+}
+
+/// The sending half of a control stream.
+#[derive(Debug)]
+pub(crate) enum WriteHalf {
+    Quic(quinn::SendStream),
+    Local(OwnedWriteHalf),
+}
+
+impl WriteHalf {
+    pub(crate) async fn write_all(&mut self, buf: &[u8]) -> Result<(), String> {
+        match self {
+            WriteHalf::Quic(s) => s.write_all(buf).await.map_err(|e| e.to_string()),
+            WriteHalf::Local(s) => s.write_all(buf).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn finish(&mut self) {
+        match self {
+            WriteHalf::Quic(s) => {
+                let _ = s.finish();
+            }
+            WriteHalf::Local(s) => {
+                let _ = s.shutdown().await;
+            }
+        }
+    }
+}
+
+/// The receiving half of a control stream.
+#[derive(Debug)]
+enum ReadHalf {
+    Quic(quinn::RecvStream),
+    Local(OwnedReadHalf, Box<[u8]>),
+}
+
+impl ReadHalf {
+    /// Reads what has arrived into `decoder`; `Ok(false)` at the end of the stream.
+    async fn read_into(&mut self, decoder: &mut FrameDecoder) -> Result<bool, NetError> {
+        match self {
+            ReadHalf::Quic(recv) => match recv.read_chunk(256 * 1024, true).await? {
+                Some(chunk) => {
+                    decoder.push(&chunk.bytes);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            ReadHalf::Local(read, buf) => {
+                let n = read.read(buf).await?;
+                decoder.push(&buf[..n]);
+                Ok(n > 0)
+            }
+        }
+    }
 }
 
 impl ControlStream {
     pub(crate) fn new(
-        conn: quinn::Connection,
+        conn: Link,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         decoder: FrameDecoder,
     ) -> Self {
         Self {
             conn,
-            send,
-            recv,
+            send: WriteHalf::Quic(send),
+            recv: ReadHalf::Quic(recv),
+            decoder,
+        }
+    }
+
+    /// A control stream over a same-host socket.
+    pub(crate) fn local(
+        conn: Link,
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
+        decoder: FrameDecoder,
+    ) -> Self {
+        Self {
+            conn,
+            send: WriteHalf::Local(write),
+            recv: ReadHalf::Local(read, vec![0u8; 256 * 1024].into_boxed_slice()),
             decoder,
         }
     }
@@ -86,7 +156,16 @@ impl ControlStream {
             progress: Notify::new(),
             options: options.clone(),
         });
-        tokio::spawn(writer(shared.clone(), self.send, self.conn.clone()));
+        if let Link::Local(link) = &self.conn {
+            link.set_writer(true);
+        }
+        let (conn, writer_shared, send) = (self.conn.clone(), shared.clone(), self.send);
+        tokio::spawn(async move {
+            writer(writer_shared, send, conn.clone()).await;
+            if let Link::Local(link) = &conn {
+                link.set_writer(false);
+            }
+        });
         let sender = Sender {
             handle: Arc::new(Handle { shared }),
             _msg: PhantomData,
@@ -152,7 +231,7 @@ impl Drop for Handle {
     }
 }
 
-async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream, conn: quinn::Connection) {
+async fn writer(shared: Arc<Shared>, mut send: WriteHalf, conn: Link) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let (n, closed) = {
@@ -167,13 +246,24 @@ async fn writer(shared: Arc<Shared>, mut send: quinn::SendStream, conn: quinn::C
         };
         if n == 0 {
             if closed {
-                let _ = send.finish();
+                send.finish().await;
                 return;
             }
             tokio::select! {
                 () = shared.wake_writer.notified() => {}
-                e = conn.closed() => {
+                e = conn.closed_reason() => {
                     shared.fail(format!("connection closed: {e}"));
+                    if let (Link::Local(link), WriteHalf::Local(write)) = (&conn, &mut send) {
+                        // Tell the peer why, then close the socket.
+                        if let Some(record) = link.close_record() {
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_secs(1),
+                                write.write_all(&record),
+                            )
+                            .await;
+                        }
+                        link.shutdown();
+                    }
                     return;
                 }
             }
@@ -349,8 +439,8 @@ pub struct SenderStats {
 /// [`recv`](Self::recv) is cancel-safe (usable in `tokio::select!`). A malformed or oversized
 /// frame closes the connection with [`CLOSE_PROTOCOL_ERROR`] and a reason naming the problem.
 pub struct Receiver<T> {
-    conn: quinn::Connection,
-    recv: quinn::RecvStream,
+    conn: Link,
+    recv: ReadHalf,
     decoder: FrameDecoder,
     _msg: PhantomData<fn() -> T>,
 }
@@ -370,15 +460,23 @@ impl<T: DeserializeOwned> Receiver<T> {
             if let Some(msg) = self.try_recv_buffered()? {
                 return Ok(Some(msg));
             }
-            match self.recv.read_chunk(256 * 1024, true).await {
-                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
-                Ok(None) => {
+            match self.recv.read_into(&mut self.decoder).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Link::Local(link) = &self.conn {
+                        link.close("the peer closed the connection");
+                    }
                     if let Err(e) = self.decoder.finish() {
                         return Err(self.protocol_error(e.into()));
                     }
                     return Ok(None);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if let Link::Local(link) = &self.conn {
+                        link.close(&format!("reading failed: {e}"));
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -405,6 +503,17 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// A message already received and buffered, without waiting for the network.
     pub fn try_recv_buffered(&mut self) -> Result<Option<T>, NetError> {
+        if let Link::Local(link) = &self.conn {
+            match crate::local::close_record_in(self.decoder.unread()) {
+                None => {}
+                Some(None) => return Ok(None),
+                Some(Some((reason, len))) => {
+                    self.decoder.skip(len);
+                    link.closed_by_peer(&reason);
+                    return Err(NetError::LinkClosed { reason });
+                }
+            }
+        }
         match self.decoder.decode::<T>() {
             Ok(msg) => Ok(msg),
             Err(e) => Err(self.protocol_error(e.into())),
@@ -414,8 +523,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     fn protocol_error(&self, e: NetError) -> NetError {
         let reason = format!("malformed control stream: {e}");
         tracing::warn!(remote = %self.conn.remote_address(), "{reason}; closing the connection");
-        self.conn
-            .close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), reason.as_bytes());
+        self.conn.close_with(CLOSE_PROTOCOL_ERROR, &reason);
         e
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::control::ControlStream;
+use crate::local::{self, LocalLink};
 use crate::tls::{self, Side};
 use crate::{ClusterToken, Credentials, JoinTicket, NetError, ServerIdentity};
 
@@ -54,6 +55,10 @@ pub struct TransportSettings {
     /// two events it received, a packet (and a wake-up of the scheduler) per round trip. `None`
     /// keeps quinn's default (the peer's own setting).
     pub ack_eliciting_threshold: Option<u32>,
+    /// Same-host links: listeners also listen on a Unix socket, and connections to an address
+    /// of this host use it when it answers (see the `local` module docs). On by default unless
+    /// `TASKHOST_LOCAL_TRANSPORT=0`.
+    pub local_transport: bool,
 }
 
 impl Default for TransportSettings {
@@ -70,6 +75,7 @@ impl Default for TransportSettings {
             handshake_timeout: Duration::from_secs(10),
             gso: true,
             ack_eliciting_threshold: Some(10),
+            local_transport: local::enabled_by_env(),
         }
     }
 }
@@ -133,13 +139,45 @@ impl TransportSettings {
     }
 }
 
+/// What carries a connection: QUIC, or a same-host Unix socket.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    Quic(quinn::Connection),
+    Local(Arc<LocalLink>),
+}
+
+impl Link {
+    pub(crate) fn remote_address(&self) -> SocketAddr {
+        match self {
+            Link::Quic(c) => c.remote_address(),
+            Link::Local(l) => l.remote(),
+        }
+    }
+
+    /// Closes with an application code (QUIC) and a reason.
+    pub(crate) fn close_with(&self, code: u32, reason: &str) {
+        match self {
+            Link::Quic(c) => c.close(VarInt::from_u32(code), reason.as_bytes()),
+            Link::Local(l) => l.close(reason),
+        }
+    }
+
+    /// Waits until the connection closes and says why.
+    pub(crate) async fn closed_reason(&self) -> String {
+        match self {
+            Link::Quic(c) => c.closed().await.to_string(),
+            Link::Local(l) => l.closed().await,
+        }
+    }
+}
+
 /// An authenticated connection to a peer (cheap to clone).
 ///
 /// The control stream was split off at establishment (see [`Established`]); this handle opens
 /// and accepts bulk streams, reports the peer, and closes the connection.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    pub(crate) inner: quinn::Connection,
+    pub(crate) inner: Link,
     pub(crate) peer_role: Role,
 }
 
@@ -149,35 +187,57 @@ impl Connection {
         self.peer_role
     }
 
-    /// The peer's address.
+    /// The peer's address: the one dialed, or for a same-host link accepted on a Unix socket,
+    /// loopback with port 0.
     pub fn remote_address(&self) -> SocketAddr {
         self.inner.remote_address()
     }
 
-    /// Current round-trip time estimate.
+    /// Current round-trip time estimate (zero on a same-host link).
     pub fn rtt(&self) -> Duration {
-        self.inner.rtt()
+        match &self.inner {
+            Link::Quic(c) => c.rtt(),
+            Link::Local(_) => Duration::ZERO,
+        }
     }
 
-    /// Closes the connection with [`CLOSE_NORMAL`] and a reason the peer will see.
+    /// Closes the connection with [`CLOSE_NORMAL`] and a reason (over QUIC the peer sees it;
+    /// over a same-host socket it sees the socket close).
     pub fn close(&self, reason: &str) {
-        self.inner
-            .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
+        self.inner.close_with(CLOSE_NORMAL, reason);
     }
 
     /// Waits until the connection is closed (by either side, or by idle timeout) and says why.
     pub async fn closed(&self) -> NetError {
-        NetError::Connection(self.inner.closed().await)
+        match &self.inner {
+            Link::Quic(c) => NetError::Connection(c.closed().await),
+            Link::Local(l) => NetError::LinkClosed {
+                reason: l.closed().await,
+            },
+        }
     }
 
     /// Why the connection was closed, if it is.
     pub fn close_reason(&self) -> Option<NetError> {
-        self.inner.close_reason().map(NetError::Connection)
+        match &self.inner {
+            Link::Quic(c) => c.close_reason().map(NetError::Connection),
+            Link::Local(l) => l
+                .close_reason()
+                .map(|reason| NetError::LinkClosed { reason }),
+        }
     }
 
-    /// The underlying quinn connection, for statistics and advanced use.
-    pub fn quinn(&self) -> &quinn::Connection {
-        &self.inner
+    /// Whether this connection runs over a same-host Unix socket rather than QUIC.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, Link::Local(_))
+    }
+
+    /// The underlying quinn connection (statistics, advanced use); `None` on a same-host link.
+    pub fn quinn(&self) -> Option<&quinn::Connection> {
+        match &self.inner {
+            Link::Quic(c) => Some(c),
+            Link::Local(_) => None,
+        }
     }
 }
 
@@ -294,6 +354,11 @@ impl Endpoint {
                 "cannot reach the IPv6 address {addr} from an endpoint bound to {local}; \
                  bind it to [::]:0 (Endpoint::client_bound)"
             )));
+        }
+        if self.settings.local_transport
+            && let Some(established) = local::connect(addr, credentials, role).await?
+        {
+            return Ok(established);
         }
         let tls = tls::client_config(&credentials.trust)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
@@ -414,11 +479,11 @@ async fn client_hello(
                 return Err(NetError::BadProof);
             }
             let connection = Connection {
-                inner: conn.clone(),
+                inner: Link::Quic(conn.clone()),
                 peer_role,
             };
             Ok(Established {
-                control: ControlStream::new(conn.clone(), send, recv, decoder),
+                control: ControlStream::new(Link::Quic(conn.clone()), send, recv, decoder),
                 connection,
             })
         }
@@ -438,6 +503,9 @@ pub struct ListenerConfig {
     pub accept: Vec<Role>,
     /// Socket and transport settings.
     pub transport: TransportSettings,
+    /// The CA hash announced on the same-host socket, which connectors pinning a CA compare
+    /// (the cluster CA for the scheduler, `None` for a worker's peer listener).
+    pub local_ca: Option<crate::CaHash>,
 }
 
 impl ListenerConfig {
@@ -449,6 +517,7 @@ impl ListenerConfig {
             role: Role::Scheduler,
             accept: vec![Role::Client, Role::Worker],
             transport: TransportSettings::default(),
+            local_ca: Some(identity.ca_hash()),
         }
     }
 
@@ -461,6 +530,7 @@ impl ListenerConfig {
             role: Role::Peer,
             accept: vec![Role::Peer, Role::Client],
             transport: TransportSettings::default(),
+            local_ca: None,
         })
     }
 }
@@ -474,6 +544,8 @@ pub struct Listener {
     endpoint: Endpoint,
     incoming: mpsc::Receiver<Established>,
     task: tokio::task::JoinHandle<()>,
+    /// The same-host socket (removed when the listener is dropped).
+    _local: Option<local::LocalListener>,
 }
 
 impl Drop for Listener {
@@ -503,6 +575,18 @@ impl Listener {
         let (tx, incoming) = mpsc::channel(256);
         let config = Arc::new(config);
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let local = if config.transport.local_transport {
+            let bound = endpoint.local_addr()?;
+            match local::listen(bound, config.clone(), tx.clone(), pending.clone()) {
+                Ok(local) => Some(local),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no same-host socket; peers on this host use QUIC");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let task = tokio::spawn(async move {
             while let Some(incoming) = inner.accept().await {
                 let Ok(permit) = pending.clone().try_acquire_owned() else {
@@ -529,6 +613,7 @@ impl Listener {
             endpoint,
             incoming,
             task,
+            _local: local,
         })
     }
 
@@ -648,9 +733,9 @@ async fn server_hello(
     }
     Ok(Established {
         connection: Connection {
-            inner: conn.clone(),
+            inner: Link::Quic(conn.clone()),
             peer_role: hello.role,
         },
-        control: ControlStream::new(conn.clone(), send, recv, decoder),
+        control: ControlStream::new(Link::Quic(conn.clone()), send, recv, decoder),
     })
 }

@@ -102,6 +102,18 @@ pub enum NetError {
     /// The peer violated the bulk or hello stream protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A same-host link was closed (by either side, or because the peer's process is gone).
+    #[error("connection closed: {reason}")]
+    LinkClosed {
+        /// Why.
+        reason: String,
+    },
+    /// The server on a same-host socket announced another CA than the pinned one.
+    #[error("the server's CA does not match the pinned {pinned} (wrong cluster or wrong ticket)")]
+    PinMismatch {
+        /// The CA hash the connector pinned.
+        pinned: crate::CaHash,
+    },
     /// None of a ticket's scheduler addresses could be reached.
     #[error("no scheduler address of the ticket could be reached: {0}")]
     Unreachable(String),

@@ -34,7 +34,7 @@ pub const PEER_SERVER_NAME: &str = "taskhost-peer";
 
 const TICKET_PREFIX: &str = "taskhost://";
 
-fn random_bytes() -> Result<[u8; 32], NetError> {
+pub(crate) fn random_bytes() -> Result<[u8; 32], NetError> {
     let mut out = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut out)

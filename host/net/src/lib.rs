@@ -14,6 +14,10 @@
 //!   [`Receiver`] decodes incrementally with a frame size limit.
 //! - **Bulk**: [`Connection::fetch`] opens a stream per chunk; the serving side uses
 //!   [`serve_bulk`] or [`Connection::accept_bulk`].
+//! - **Same host**: listeners also listen on a Unix socket in a private per-user directory, and
+//!   a connection to an address of this host takes it when it answers: the same hello and token
+//!   proofs, without QUIC's encryption and wake-ups ([`TransportSettings::local_transport`],
+//!   [`Connection::is_local`]).
 //!
 //! ```no_run
 //! use taskhost_net::{
@@ -48,6 +52,7 @@ mod control;
 mod endpoint;
 mod error;
 mod identity;
+mod local;
 mod thread;
 mod tls;
 
@@ -57,6 +62,8 @@ pub use bulk::{
 };
 pub use control::{ControlOptions, ControlStream, Receiver, Sender, SenderStats};
 
+#[cfg(test)]
+mod local_tests;
 #[cfg(test)]
 mod tests;
 pub use endpoint::{
@@ -68,5 +75,6 @@ pub use identity::{
     CaHash, ClusterIdentity, ClusterToken, IDENTITY_DIR, JoinTicket, PEER_SERVER_NAME,
     SCHEDULER_SERVER_NAME, ServerIdentity, TICKET_ENV, TICKET_FILE,
 };
+pub use local::{LOCAL_DIR_ENV, LOCAL_TRANSPORT_ENV};
 pub use thread::spawn_runtime_thread;
 pub use tls::{Credentials, Trust};

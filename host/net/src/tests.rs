@@ -14,31 +14,31 @@ use crate::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn bounded<F: Future>(f: F) -> F::Output {
+pub(crate) async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(WAIT, f)
         .await
         .expect("test step timed out")
 }
 
 /// Nothing arrives within a short time.
-async fn nothing_within<F: Future>(f: F) -> bool {
+pub(crate) async fn nothing_within<F: Future>(f: F) -> bool {
     tokio::time::timeout(Duration::from_millis(300), f)
         .await
         .is_err()
 }
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
-    identity: ClusterIdentity,
-    listener: Listener,
-    ticket: JoinTicket,
+    pub(crate) identity: ClusterIdentity,
+    pub(crate) listener: Listener,
+    pub(crate) ticket: JoinTicket,
 }
 
-async fn scheduler() -> Cluster {
+pub(crate) async fn scheduler() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let (identity, created) = ClusterIdentity::load_or_create(dir.path()).unwrap();
     assert!(created);
@@ -55,12 +55,18 @@ async fn scheduler() -> Cluster {
     }
 }
 
+/// A client endpoint that always uses QUIC (these tests are about QUIC and TLS; the same-host
+/// sockets have their own tests in `local_tests.rs`).
 fn client() -> Endpoint {
-    Endpoint::client(TransportSettings::default()).unwrap()
+    Endpoint::client(TransportSettings {
+        local_transport: false,
+        ..TransportSettings::default()
+    })
+    .unwrap()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Msg {
+pub(crate) enum Msg {
     Ping(u64),
     Pong(u64),
     Text(String),
@@ -425,7 +431,7 @@ async fn frame_too_large_is_refused_on_both_ends() {
     assert!(closed.to_string().contains("exceeds the limit"), "{closed}");
 }
 
-fn pattern(key: u64, len: usize) -> Bytes {
+pub(crate) fn pattern(key: u64, len: usize) -> Bytes {
     let mut v = Vec::with_capacity(len);
     let mut x = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     while v.len() < len {
@@ -553,7 +559,7 @@ async fn unauthenticated_peer_cannot_fetch() {
         let wrong = Credentials::peer(ClusterToken::generate().unwrap());
         let conn = bounded(client().raw_connect(addr, &wrong)).await.unwrap();
         let fake = Connection {
-            inner: conn.clone(),
+            inner: crate::endpoint::Link::Quic(conn.clone()),
             peer_role: Role::Scheduler,
         };
         let err = bounded(fake.fetch(&1u64, 1 << 20)).await.unwrap_err();

@@ -171,6 +171,17 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
+    /// The received bytes not yet returned as frames (for transports that interleave records
+    /// of their own between frames).
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Discards the first `n` bytes of [`unread`](Self::unread).
+    pub fn skip(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.error.is_some() {

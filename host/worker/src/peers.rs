@@ -79,12 +79,17 @@ pub(crate) fn spawn_peer_server(inner: Arc<Inner>, mut listener: Listener) -> Jo
                 "peer connected"
             );
             let handler_inner = inner.clone();
-            let serving = serve_bulk(connection, move |request: BulkRequest| {
+            let serving = serve_bulk(connection.clone(), move |request: BulkRequest| {
                 handler_inner.clone().serve(request)
             });
+            // Nothing is sent on a peer's control stream: reading it only notices the peer
+            // leaving (a same-host link has no idle timeout), which ends the serving.
+            let (keep, mut control) = control.split::<(), ()>();
             tokio::spawn(async move {
+                let _keep = keep;
+                while let Ok(Some(())) = control.recv().await {}
+                connection.close("the peer left");
                 let _ = serving.await;
-                drop(control);
             });
         }
     })

@@ -1273,7 +1273,7 @@ impl Inner {
     /// [`Inner::conclude`]; with `deferred`, the report is queued without waking the writer
     /// (the caller wakes it). Returns whether a report was queued.
     fn conclude_with(&self, key: TaskKey, run: u64, outcome: Outcome, mut deferred: bool) -> bool {
-        let report = {
+        let cancelled = {
             let mut tasks = self.tasks.lock();
             match tasks.get(&key) {
                 Some(entry) if entry.run == run => {
@@ -1282,25 +1282,43 @@ impl Inner {
                     if cancelled && matches!(outcome, Outcome::Done { .. }) {
                         self.store.lock().remove(&key);
                     }
-                    drop(tasks);
-                    self.wake_watchers(key);
-                    let done = !cancelled && matches!(outcome, Outcome::Done { .. });
-                    // A task of this worker waited for this one: its next dependents can be
-                    // sent ahead only once the scheduler hears of this result, so it is not
-                    // held back.
-                    if self.release_parked(key, done) {
-                        deferred = false;
-                    }
-                    !cancelled
+                    Some(cancelled)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if !report {
+        let Some(cancelled) = cancelled else {
+            self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(key = %key.short(), "discarded the result of a stale attempt");
+            return false;
+        };
+        let done = matches!(outcome, Outcome::Done { .. });
+        if cancelled {
+            self.wake_watchers(key);
+            self.release_parked(key, false);
             self.counters.tasks_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(key = %key.short(), "discarded the result of a cancelled task");
             return false;
         }
+        // Tasks that wait for this one (parked here, or watching for it on behalf of a peer)
+        // start only after this report is queued, so that the scheduler hears of this result
+        // before theirs. With tasks parked here the report is not held back: their own
+        // dependents can be sent ahead only once the scheduler has it.
+        let chained = self.local_dependents.lock().contains_key(&key);
+        if chained {
+            deferred = false;
+        }
+        let queued = self.queue_report(key, outcome, deferred);
+        self.wake_watchers(key);
+        if chained {
+            self.release_parked(key, done);
+        }
+        queued
+    }
+
+    /// Queues the report of `key`'s outcome (deferred: without waking the writer). Returns
+    /// whether a report was queued.
+    fn queue_report(&self, key: TaskKey, outcome: Outcome, deferred: bool) -> bool {
         let report = match outcome {
             Outcome::Done {
                 size,

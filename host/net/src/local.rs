@@ -1,0 +1,731 @@
+//! Same-host links: the control stream and bulk transfers over Unix domain sockets.
+//!
+//! Every [`Listener`](crate::Listener) whose [`TransportSettings::local_transport`] is on also
+//! listens on a Unix socket in a private per-user directory ([`local_dir`]), named after its UDP
+//! address (`<ip>-<port>.sock`). A connector whose target is one of this host's own addresses
+//! tries that socket first and falls back to QUIC when it is missing or nobody answers.
+//!
+//! The hello is the same as over QUIC, with the TLS session binding replaced by two fresh
+//! nonces and the CA hash the acceptor announces:
+//!
+//! 1. connector: `protocol (u32 LE) | OPEN_CONTROL | nonce_c (32)`;
+//! 2. acceptor: `nonce_s (32) | ca (32)` (its cluster CA hash, zeros for a worker's peer
+//!    listener); a connector that pins another CA stops here;
+//! 3. the [`Hello`] / [`HelloReply`] frames, whose token proofs are bound to
+//!    `BLAKE3(nonce_c, nonce_s, ca)`.
+//!
+//! Both ends then derive a link secret from the token and the binding. A bulk connection opens
+//! with `protocol | OPEN_BULK | secret` and then carries any number of requests in turn:
+//! `len (u32 LE) | postcard request`, answered like a QUIC bulk stream (status byte, `u64`
+//! length, bytes). The connector keeps idle bulk connections for reuse.
+//!
+//! What the socket adds over QUIC on one host: no encryption, no congestion control and one
+//! wake-up per message instead of several. What it keeps: the token proofs in both directions,
+//! and the pinned CA hash (announced rather than proved by a signature: a process of the same
+//! user can read the token and keys from the data directory anyway, and no other user can open
+//! the directory). See `docs/security.md`.
+//!
+//! [`TransportSettings::local_transport`]: crate::TransportSettings::local_transport
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use taskhost_proto::{
+    FrameDecoder, Hello, HelloOutcome, HelloReply, MAX_HELLO_FRAME, PROTOCOL, Role, encode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bulk::IncomingBulk;
+use crate::control::ControlStream;
+use crate::endpoint::{Connection, Established, Link, ListenerConfig};
+use crate::tls::{self, Side, Trust};
+use crate::{ClusterToken, Credentials, MAX_BULK_REQUEST, NetError};
+
+/// Environment variable naming the directory of same-host sockets (default
+/// `$XDG_RUNTIME_DIR/taskhost`, else `<temp dir>/taskhost-<uid>`).
+pub const LOCAL_DIR_ENV: &str = "TASKHOST_LOCAL_DIR";
+/// Environment variable that turns same-host sockets off when set to `0`, `off` or `false`
+/// (the default of [`TransportSettings::local_transport`](crate::TransportSettings)).
+pub const LOCAL_TRANSPORT_ENV: &str = "TASKHOST_LOCAL_TRANSPORT";
+
+/// A frame length that never occurs (frames are far smaller): it starts the close record that
+/// carries the reason a link was closed, `CLOSE_RECORD (u32 LE) | len (u16 LE) | reason`.
+const CLOSE_RECORD: u32 = u32::MAX;
+/// Longest close reason sent.
+const MAX_CLOSE_REASON: usize = 1024;
+
+const OPEN_CONTROL: u8 = 0;
+const OPEN_BULK: u8 = 1;
+const OPEN_LEN: usize = 37;
+/// Idle bulk connections kept per link.
+const MAX_IDLE_BULK: usize = 16;
+
+/// Whether [`LOCAL_TRANSPORT_ENV`] leaves same-host sockets on.
+pub(crate) fn enabled_by_env() -> bool {
+    !matches!(
+        std::env::var(LOCAL_TRANSPORT_ENV).as_deref(),
+        Ok("0" | "off" | "false" | "no")
+    )
+}
+
+/// The private directory of same-host sockets, created with mode 0700 if missing. Refused if
+/// it is not a directory owned by this user and closed to others.
+pub(crate) fn local_dir() -> Result<PathBuf, String> {
+    let uid = current_uid().map_err(|e| format!("cannot learn this process's user: {e}"))?;
+    let dir = if let Some(dir) = std::env::var_os(LOCAL_DIR_ENV) {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(dir).join("taskhost")
+    } else {
+        std::env::temp_dir().join(format!("taskhost-{uid}"))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} must be a directory of user {uid} with mode 0700",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+fn current_uid() -> std::io::Result<u32> {
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// The socket of the listener bound to `addr`.
+fn socket_path(dir: &Path, addr: SocketAddr) -> PathBuf {
+    dir.join(format!("{}-{}.sock", addr.ip(), addr.port()))
+}
+
+/// Whether `ip` is an address of this host (cached: probing binds a UDP socket).
+fn is_local_ip(ip: IpAddr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    static CACHE: OnceLock<Mutex<HashMap<IpAddr, bool>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(&known) = lock(cache).get(&ip) {
+        return known;
+    }
+    let local = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok();
+    lock(cache).insert(ip, local);
+    local
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The sockets a listener reachable at `addr` may have, if `addr` is on this host: its own
+/// address first, then the wildcard addresses of its port.
+pub(crate) fn candidates(addr: SocketAddr) -> Vec<PathBuf> {
+    if !is_local_ip(addr.ip()) {
+        return Vec::new();
+    }
+    let Ok(dir) = local_dir() else {
+        return Vec::new();
+    };
+    let mut out = vec![socket_path(&dir, addr)];
+    for wildcard in [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ] {
+        let path = socket_path(&dir, SocketAddr::new(wildcard, addr.port()));
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out.retain(|p| p.exists());
+    out
+}
+
+/// The session binding: both nonces and the CA the acceptor announced.
+fn binding(nonce_c: &[u8; 32], nonce_s: &[u8; 32], ca: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("taskhost same-host session binding v1");
+    hasher.update(nonce_c);
+    hasher.update(nonce_s);
+    hasher.update(ca);
+    *hasher.finalize().as_bytes()
+}
+
+/// The secret that opens bulk connections of a link (known only to its two ends).
+fn link_secret(token: &ClusterToken, binding: &[u8; 32]) -> [u8; 32] {
+    let key = blake3::derive_key("taskhost same-host link secret v1", token.as_bytes());
+    *blake3::keyed_hash(&key, binding).as_bytes()
+}
+
+fn open_header(kind: u8, body: &[u8; 32]) -> [u8; OPEN_LEN] {
+    let mut out = [0u8; OPEN_LEN];
+    out[..4].copy_from_slice(&PROTOCOL.to_le_bytes());
+    out[4] = kind;
+    out[5..].copy_from_slice(body);
+    out
+}
+
+/// One same-host link: shared by its [`Connection`] handles and control stream halves.
+pub(crate) struct LocalLink {
+    remote: SocketAddr,
+    /// Connector side: the socket bulk connections are opened on.
+    path: Option<PathBuf>,
+    secret: [u8; 32],
+    /// A duplicate of the control socket, to shut it down on close.
+    socket: std::os::unix::net::UnixStream,
+    /// Why the link closed, once it has.
+    closed: watch::Sender<Option<String>>,
+    /// Whether the peer closed it (its reason arrived in a close record).
+    closed_by_peer: std::sync::atomic::AtomicBool,
+    /// Whether a control stream writer task runs (it sends the close record).
+    writer: std::sync::atomic::AtomicBool,
+    idle: Mutex<Vec<UnixStream>>,
+    incoming_tx: mpsc::Sender<IncomingBulk>,
+    incoming_rx: tokio::sync::Mutex<mpsc::Receiver<IncomingBulk>>,
+}
+
+impl std::fmt::Debug for LocalLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLink")
+            .field("remote", &self.remote)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalLink {
+    fn new(
+        remote: SocketAddr,
+        path: Option<PathBuf>,
+        secret: [u8; 32],
+        control: &UnixStream,
+    ) -> Result<Arc<Self>, NetError> {
+        let socket = std::os::unix::net::UnixStream::from(control.as_fd().try_clone_to_owned()?);
+        let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        Ok(Arc::new(Self {
+            remote,
+            path,
+            secret,
+            socket,
+            closed: watch::Sender::new(None),
+            closed_by_peer: Default::default(),
+            writer: Default::default(),
+            idle: Mutex::new(Vec::new()),
+            incoming_tx,
+            incoming_rx: tokio::sync::Mutex::new(incoming_rx),
+        }))
+    }
+
+    /// The address this link stands for (the one dialed, or loopback on the accepting side).
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Closes the link: the control stream's writer sends the reason in a close record and
+    /// shuts the socket down (at once if there is no writer, within a second if it is stuck);
+    /// idle bulk connections are dropped.
+    pub(crate) fn close(&self, reason: &str) {
+        if !self.set_reason(reason) {
+            return;
+        }
+        lock(&self.idle).clear();
+        if !self.writer.load(std::sync::atomic::Ordering::Acquire) {
+            self.shutdown();
+            return;
+        }
+        match (
+            tokio::runtime::Handle::try_current(),
+            self.socket.try_clone(),
+        ) {
+            (Ok(runtime), Ok(socket)) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                });
+            }
+            _ => self.shutdown(),
+        }
+    }
+
+    /// The peer closed the link and said why.
+    pub(crate) fn closed_by_peer(&self, reason: &str) {
+        self.closed_by_peer
+            .store(true, std::sync::atomic::Ordering::Release);
+        if self.set_reason(reason) {
+            lock(&self.idle).clear();
+            self.shutdown();
+        }
+    }
+
+    /// Records the close reason; false if the link was already closed.
+    fn set_reason(&self, reason: &str) -> bool {
+        self.closed.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Shuts both directions of the control socket.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Marks whether a control stream writer runs.
+    pub(crate) fn set_writer(&self, running: bool) {
+        self.writer
+            .store(running, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The close record to send, if this side closed the link.
+    pub(crate) fn close_record(&self) -> Option<Vec<u8>> {
+        if self
+            .closed_by_peer
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        let reason = self.close_reason()?;
+        let mut cut = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut record = Vec::with_capacity(6 + cut);
+        record.extend_from_slice(&CLOSE_RECORD.to_le_bytes());
+        record.extend_from_slice(&(cut as u16).to_le_bytes());
+        record.extend_from_slice(&reason.as_bytes()[..cut]);
+        Some(record)
+    }
+
+    /// Why the link closed, if it has.
+    pub(crate) fn close_reason(&self) -> Option<String> {
+        self.closed.borrow().clone()
+    }
+
+    /// Waits until the link closes and says why.
+    pub(crate) async fn closed(&self) -> String {
+        let mut rx = self.closed.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the link was dropped".into(),
+        }
+    }
+
+    /// A bulk connection: an idle one, or a new one (connector side only).
+    pub(crate) async fn bulk_stream(&self) -> Result<UnixStream, NetError> {
+        if let Some(reason) = self.close_reason() {
+            return Err(NetError::LinkClosed { reason });
+        }
+        if let Some(stream) = lock(&self.idle).pop() {
+            return Ok(stream);
+        }
+        let Some(path) = &self.path else {
+            return Err(NetError::Protocol(
+                "bulk requests on a same-host link are opened by the connecting side".into(),
+            ));
+        };
+        let mut stream = match UnixStream::connect(path).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // The listener is gone: so is the peer.
+                let reason = format!("the peer's socket {} refused: {e}", path.display());
+                self.close(&reason);
+                return Err(NetError::LinkClosed { reason });
+            }
+        };
+        stream
+            .write_all(&open_header(OPEN_BULK, &self.secret))
+            .await?;
+        Ok(stream)
+    }
+
+    /// Returns a bulk connection whose last response was read completely.
+    pub(crate) fn reuse(&self, stream: UnixStream) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_BULK && self.close_reason().is_none() {
+            idle.push(stream);
+        }
+    }
+
+    /// The next bulk request of the peer; `None` once the link is closed.
+    pub(crate) async fn accept_bulk(&self) -> Option<IncomingBulk> {
+        let mut rx = self.incoming_rx.lock().await;
+        tokio::select! {
+            incoming = rx.recv() => incoming,
+            _ = self.closed() => None,
+        }
+    }
+}
+
+/// A close record at the start of `unread`: `Some(Some(reason))` when complete, `Some(None)`
+/// when more bytes are needed, `None` if the next bytes are a frame.
+pub(crate) fn close_record_in(unread: &[u8]) -> Option<Option<(String, usize)>> {
+    let header = unread.get(..4)?;
+    if header != CLOSE_RECORD.to_le_bytes() {
+        return None;
+    }
+    let Some(len) = unread.get(4..6) else {
+        return Some(None);
+    };
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    let Some(reason) = unread.get(6..6 + len) else {
+        return Some(None);
+    };
+    Some(Some((
+        String::from_utf8_lossy(reason).into_owned(),
+        6 + len,
+    )))
+}
+
+/// Tries the same-host sockets of `addr`. `Ok(None)`: none answered (use QUIC).
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    credentials: &Credentials,
+    role: Role,
+) -> Result<Option<Established>, NetError> {
+    for path in candidates(addr) {
+        let stream = match UnixStream::connect(&path).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "same-host socket unavailable");
+                continue;
+            }
+        };
+        match client_handshake(stream, &path, addr, credentials, role).await {
+            Ok(established) => return Ok(Some(established)),
+            Err(Attempt::Unavailable(e)) => {
+                tracing::debug!(path = %path.display(), error = %e, "same-host handshake failed; trying QUIC");
+            }
+            Err(Attempt::Final(e)) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// How a same-host attempt failed: before the peer answered as taskhost (try QUIC), or with an
+/// answer that QUIC would get too.
+enum Attempt {
+    Unavailable(NetError),
+    Final(NetError),
+}
+
+async fn read_frame(
+    stream: &mut UnixStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Vec<u8>, NetError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame.to_vec());
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(NetError::Protocol(
+                "the socket closed before a complete hello frame".into(),
+            ));
+        }
+        decoder.push(&buf[..n]);
+    }
+}
+
+async fn client_handshake(
+    mut stream: UnixStream,
+    path: &Path,
+    addr: SocketAddr,
+    credentials: &Credentials,
+    role: Role,
+) -> Result<Established, Attempt> {
+    let unavailable = |e: std::io::Error| Attempt::Unavailable(e.into());
+    let nonce_c = crate::identity::random_bytes().map_err(Attempt::Final)?;
+    stream
+        .write_all(&open_header(OPEN_CONTROL, &nonce_c))
+        .await
+        .map_err(unavailable)?;
+    let mut answer = [0u8; 64];
+    stream.read_exact(&mut answer).await.map_err(unavailable)?;
+    let nonce_s: [u8; 32] = answer[..32].try_into().unwrap_or_default();
+    let ca: [u8; 32] = answer[32..].try_into().unwrap_or_default();
+    if let Trust::PinnedCa(pinned) = credentials.trust
+        && pinned.0 != ca
+    {
+        return Err(Attempt::Final(NetError::PinMismatch { pinned }));
+    }
+    let binding = binding(&nonce_c, &nonce_s, &ca);
+    let hello = Hello::new(
+        role,
+        tls::proof(&credentials.token, &binding, Side::Connector, role),
+    );
+    let frame = encode(&hello).map_err(|e| Attempt::Final(e.into()))?;
+    stream.write_all(&frame).await.map_err(unavailable)?;
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
+    let payload = read_frame(&mut stream, &mut decoder)
+        .await
+        .map_err(Attempt::Unavailable)?;
+    let reply = HelloReply::decode(&payload).map_err(|e| Attempt::Final(e.into()))?;
+    match reply.outcome {
+        HelloOutcome::Rejected { reason } => Err(Attempt::Final(NetError::Rejected { reason })),
+        HelloOutcome::Accepted {
+            role: peer_role,
+            auth,
+        } => {
+            if !tls::check_proof(
+                &credentials.token,
+                &binding,
+                Side::Acceptor,
+                peer_role,
+                &auth,
+            ) {
+                return Err(Attempt::Final(NetError::BadProof));
+            }
+            let secret = link_secret(&credentials.token, &binding);
+            let link = LocalLink::new(addr, Some(path.to_path_buf()), secret, &stream)
+                .map_err(Attempt::Final)?;
+            Ok(established(link, peer_role, stream, decoder))
+        }
+    }
+}
+
+fn established(
+    link: Arc<LocalLink>,
+    peer_role: Role,
+    stream: UnixStream,
+    decoder: FrameDecoder,
+) -> Established {
+    let (read, write) = stream.into_split();
+    let link = Link::Local(link);
+    Established {
+        connection: Connection {
+            inner: link.clone(),
+            peer_role,
+        },
+        control: ControlStream::local(link, read, write, decoder),
+    }
+}
+
+/// A listener's same-host socket: removed when dropped.
+#[derive(Debug)]
+pub(crate) struct LocalListener {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalListener {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Links accepted by one listener, by secret, for their bulk connections to find.
+type Registry = Arc<Mutex<HashMap<[u8; 32], Weak<LocalLink>>>>;
+
+/// Listens on the same-host socket of `addr`, handing established links to `tx`.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    config: Arc<ListenerConfig>,
+    tx: mpsc::Sender<Established>,
+    pending: Arc<tokio::sync::Semaphore>,
+) -> Result<LocalListener, String> {
+    let dir = local_dir()?;
+    let path = socket_path(&dir, addr);
+    // A socket left by a process that died; a live listener cannot hold our UDP address.
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let registry: Registry = Arc::default();
+    let ca = config.local_ca.map_or([0u8; 32], |ca| ca.0);
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "same-host accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::warn!("too many pending handshakes; refusing a same-host connection");
+                continue;
+            };
+            let (config, tx, registry) = (config.clone(), tx.clone(), registry.clone());
+            tokio::spawn(async move {
+                let after = config.transport.handshake_timeout;
+                let opened =
+                    tokio::time::timeout(after, accept_one(stream, &config, ca, &registry)).await;
+                drop(permit);
+                match opened {
+                    Ok(Ok(Some(established))) => {
+                        tracing::debug!(role = %established.connection.peer_role(), "peer joined on the same-host socket");
+                        let _ = tx.send(established).await;
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "refused a same-host connection"),
+                    Err(_) => {
+                        tracing::warn!("a same-host connection did not finish its hello in time")
+                    }
+                }
+            });
+        }
+    });
+    Ok(LocalListener { path, task })
+}
+
+/// Reads the opening of a same-host connection: a control link (returned once its hello
+/// succeeded) or a bulk connection of a known link (served in its own task).
+async fn accept_one(
+    mut stream: UnixStream,
+    config: &ListenerConfig,
+    ca: [u8; 32],
+    registry: &Registry,
+) -> Result<Option<Established>, NetError> {
+    let mut open = [0u8; OPEN_LEN];
+    stream.read_exact(&mut open).await?;
+    let protocol = u32::from_le_bytes(open[..4].try_into().unwrap_or_default());
+    let body: [u8; 32] = open[5..].try_into().unwrap_or_default();
+    if protocol != PROTOCOL {
+        // A peer of another version falls back to QUIC and gets the hello's clear error there.
+        return Err(NetError::Protocol(format!(
+            "same-host opening with protocol word {protocol:#010x}"
+        )));
+    }
+    match open[4] {
+        OPEN_CONTROL => server_handshake(stream, config, ca, &body, registry)
+            .await
+            .map(Some),
+        OPEN_BULK => {
+            let link = lock(registry).get(&body).and_then(Weak::upgrade);
+            let Some(link) = link else {
+                return Err(NetError::Denied {
+                    reason: "bulk connection for an unknown link".into(),
+                });
+            };
+            tokio::spawn(serve_bulk_connection(Arc::downgrade(&link), stream));
+            Ok(None)
+        }
+        other => Err(NetError::Protocol(format!(
+            "unknown same-host opening kind {other}"
+        ))),
+    }
+}
+
+async fn server_handshake(
+    mut stream: UnixStream,
+    config: &ListenerConfig,
+    ca: [u8; 32],
+    nonce_c: &[u8; 32],
+    registry: &Registry,
+) -> Result<Established, NetError> {
+    let nonce_s = crate::identity::random_bytes()?;
+    let mut answer = [0u8; 64];
+    answer[..32].copy_from_slice(&nonce_s);
+    answer[32..].copy_from_slice(&ca);
+    stream.write_all(&answer).await?;
+    let binding = binding(nonce_c, &nonce_s, &ca);
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
+    let payload = read_frame(&mut stream, &mut decoder).await?;
+    let refusal = match Hello::decode(&payload) {
+        Err(e) => Some(NetError::Hello(e)),
+        Ok(hello) if !config.accept.contains(&hello.role) => Some(NetError::Denied {
+            reason: format!("a {} may not connect to this {}", hello.role, config.role),
+        }),
+        Ok(hello)
+            if !tls::check_proof(
+                &config.token,
+                &binding,
+                Side::Connector,
+                hello.role,
+                &hello.auth,
+            ) =>
+        {
+            Some(NetError::Denied {
+                reason: "invalid cluster token".into(),
+            })
+        }
+        Ok(hello) => {
+            let reply = HelloReply::accepted(
+                config.role,
+                tls::proof(&config.token, &binding, Side::Acceptor, config.role),
+            );
+            stream.write_all(&encode(&reply)?).await?;
+            let secret = link_secret(&config.token, &binding);
+            let link = LocalLink::new(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                None,
+                secret,
+                &stream,
+            )?;
+            {
+                let mut links = lock(registry);
+                links.retain(|_, l| l.strong_count() > 0);
+                links.insert(secret, Arc::downgrade(&link));
+            }
+            return Ok(established(link, hello.role, stream, decoder));
+        }
+    };
+    let e = refusal.unwrap_or(NetError::BadProof);
+    let reason = match &e {
+        NetError::Denied { reason } => reason.clone(),
+        other => other.to_string(),
+    };
+    if let Ok(frame) = encode(&HelloReply::rejected(reason)) {
+        let _ = stream.write_all(&frame).await;
+    }
+    Err(e)
+}
+
+/// Reads the requests of one bulk connection in turn and queues each for the link's
+/// `accept_bulk`; the responder hands the connection back for the next request.
+async fn serve_bulk_connection(link: Weak<LocalLink>, mut stream: UnixStream) {
+    let Some(mut closed) = link.upgrade().map(|l| l.closed.subscribe()) else {
+        return;
+    };
+    loop {
+        let mut len = [0u8; 4];
+        tokio::select! {
+            read = stream.read_exact(&mut len) => if read.is_err() { return },
+            _ = closed.wait_for(Option::is_some) => return,
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_BULK_REQUEST {
+            tracing::warn!(
+                len,
+                "same-host bulk request too long; closing its connection"
+            );
+            return;
+        }
+        let mut request = vec![0u8; len];
+        if stream.read_exact(&mut request).await.is_err() {
+            return;
+        }
+        let Some(incoming_tx) = link.upgrade().map(|l| l.incoming_tx.clone()) else {
+            return;
+        };
+        let (back, returned) = oneshot::channel();
+        if incoming_tx
+            .send(IncomingBulk::local(request, stream, back))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        drop(incoming_tx);
+        match returned.await {
+            Ok(s) => stream = s,
+            Err(_) => return,
+        }
+    }
+}
