@@ -63,6 +63,8 @@ const MAX_CLOSE_REASON: usize = 1024;
 const OPEN_CONTROL: u8 = 0;
 const OPEN_BULK: u8 = 1;
 const OPEN_LEN: usize = 37;
+/// `SO_SNDBUF` / `SO_RCVBUF` asked for bulk connections.
+const BULK_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Idle bulk connections kept per link.
 const MAX_IDLE_BULK: usize = 16;
 
@@ -345,6 +347,7 @@ impl LocalLink {
                 return Err(NetError::LinkClosed { reason });
             }
         };
+        size_bulk_buffers(&stream);
         stream
             .write_all(&open_header(OPEN_BULK, &self.secret))
             .await?;
@@ -387,6 +390,14 @@ pub(crate) fn close_record_in(unread: &[u8]) -> Option<Option<(String, usize)>> 
         String::from_utf8_lossy(reason).into_owned(),
         6 + len,
     )))
+}
+
+/// Socket buffers of a bulk connection: large enough that an 8 MiB chunk crosses in a few
+/// writes rather than dozens of 200 KiB ones (the kernel caps them at `wmem_max`).
+fn size_bulk_buffers(stream: &UnixStream) {
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_send_buffer_size(BULK_SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(BULK_SOCKET_BUFFER);
 }
 
 /// Tries the same-host sockets of `addr`. `Ok(None)`: none answered (use QUIC).
@@ -613,6 +624,7 @@ async fn accept_one(
                     reason: "bulk connection for an unknown link".into(),
                 });
             };
+            size_bulk_buffers(&stream);
             tokio::spawn(serve_bulk_connection(Arc::downgrade(&link), stream));
             Ok(None)
         }
