@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use taskhost_client::{
-    CallOptions, Client, Error, FailureKind, Graph, Handle, JoinTicket, Module, Raw,
+    CallOptions, Client, ClientOptions, Error, FailureKind, Graph, Handle, JoinTicket, Module, Raw,
 };
+use taskhost_net::TransportSettings;
 
 const START: Duration = Duration::from_secs(30);
 const RUN: Duration = Duration::from_secs(120);
@@ -41,6 +42,15 @@ struct Process {
 
 impl Process {
     fn spawn(args: &[&str], data_dir: &Path, log_name: &str) -> Result<Self> {
+        Self::spawn_over(args, data_dir, log_name, Transport::SameHost)
+    }
+
+    fn spawn_over(
+        args: &[&str],
+        data_dir: &Path,
+        log_name: &str,
+        transport: Transport,
+    ) -> Result<Self> {
         let log = data_dir.join(format!("{log_name}.log"));
         let mut child = Command::new(taskhost_bin())
             .arg("--data-dir")
@@ -48,7 +58,14 @@ impl Process {
             .args(args)
             .env(
                 "RUST_LOG",
-                "warn,taskhost_worker=debug,taskhost_scheduler=info",
+                "warn,taskhost_worker=debug,taskhost_scheduler=info,taskhost_net=debug",
+            )
+            .env(
+                taskhost_net::LOCAL_TRANSPORT_ENV,
+                match transport {
+                    Transport::SameHost => "1",
+                    Transport::Quic => "0",
+                },
             )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -123,18 +140,32 @@ impl Drop for Process {
     }
 }
 
+/// How the processes of a test cluster reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Unix sockets between processes of this host (the default).
+    SameHost,
+    /// QUIC over loopback.
+    Quic,
+}
+
 /// A scheduler process and its worker processes.
 struct Cluster {
     dir: tempfile::TempDir,
     scheduler: Process,
     ticket: JoinTicket,
     workers: Vec<Process>,
+    transport: Transport,
 }
 
 impl Cluster {
     fn start(workers: usize) -> Result<Self> {
+        Self::start_over(workers, Transport::SameHost)
+    }
+
+    fn start_over(workers: usize, transport: Transport) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let scheduler = Process::spawn(
+        let scheduler = Process::spawn_over(
             &[
                 "scheduler",
                 "--listen",
@@ -144,6 +175,7 @@ impl Cluster {
             ],
             dir.path(),
             "scheduler",
+            transport,
         )?;
         let line = scheduler.wait_line("taskhost worker --ticket")?;
         let ticket = line
@@ -157,6 +189,7 @@ impl Cluster {
             scheduler,
             ticket,
             workers: Vec::new(),
+            transport,
         };
         for i in 0..workers {
             cluster.add_worker(&format!("w{}", i + 1))?;
@@ -166,7 +199,7 @@ impl Cluster {
 
     fn add_worker(&mut self, name: &str) -> Result<()> {
         let ticket = self.ticket.to_string();
-        let worker = Process::spawn(
+        let worker = Process::spawn_over(
             &[
                 "worker",
                 &ticket,
@@ -179,6 +212,7 @@ impl Cluster {
             ],
             self.dir.path(),
             name,
+            self.transport,
         )?;
         worker.wait_line("joined")?;
         self.workers.push(worker);
@@ -186,7 +220,14 @@ impl Cluster {
     }
 
     async fn client(&self) -> Result<Client> {
-        Ok(tokio::time::timeout(START, Client::connect(&self.ticket)).await??)
+        let transport = TransportSettings {
+            local_transport: self.transport == Transport::SameHost,
+            ..TransportSettings::default()
+        };
+        let connect = ClientOptions::new()
+            .transport(transport)
+            .connect(&self.ticket);
+        Ok(tokio::time::timeout(START, connect).await??)
     }
 
     fn worker_log(&self, index: usize) -> String {
@@ -214,7 +255,16 @@ async fn compute<T: taskhost_client::TaskOutput>(client: &Client, handle: &Handl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diamond_and_a_tree_reduction_move_chunks_between_workers() -> Result<()> {
-    let cluster = Cluster::start(2)?;
+    diamond_and_tree(Transport::SameHost).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diamond_and_a_tree_reduction_over_quic() -> Result<()> {
+    diamond_and_tree(Transport::Quic).await
+}
+
+async fn diamond_and_tree(transport: Transport) -> Result<()> {
+    let cluster = Cluster::start_over(2, transport)?;
     let client = cluster.client().await?;
     let m = example_module(&client).await?;
 
@@ -257,6 +307,24 @@ async fn a_diamond_and_a_tree_reduction_move_chunks_between_workers() -> Result<
         fetched(0) + fetched(1) >= 3,
         "the tree moved chunks between workers"
     );
+    // Every connection (client and workers to the scheduler, worker to worker) took the
+    // transport asked for.
+    let same_host = |log: &str| log.matches("peer joined on the same-host socket").count();
+    let scheduler_log = cluster.scheduler.log_text();
+    let w1_log = cluster.worker_log(0);
+    match transport {
+        Transport::SameHost => {
+            assert!(same_host(&scheduler_log) >= 3, "{scheduler_log}");
+            assert!(
+                same_host(&w1_log) >= 1,
+                "w2 fetched from w1; log:\n{w1_log}"
+            );
+        }
+        Transport::Quic => {
+            assert_eq!(same_host(&scheduler_log), 0, "{scheduler_log}");
+            assert_eq!(same_host(&w1_log), 0, "{w1_log}");
+        }
+    }
     client.close().await;
     Ok(())
 }
