@@ -1146,7 +1146,7 @@ impl Array {
             return None;
         }
         if self.is_transpose_of(other) {
-            return Some(self.symmetric_dot(other));
+            return Some(self.symmetric_dot());
         }
         let combine = |product: Array, sums: Array, op: BinaryOp, left: bool| {
             let (a, b) = if left {
@@ -1162,14 +1162,14 @@ impl Array {
             && self.is_transpose_of(&b)
         {
             let sums = self.sum_axis(1).column() * c;
-            return Some(combine(self.symmetric_dot(&b), sums, op, left));
+            return Some(combine(self.symmetric_dot(), sums, op, left));
         }
         // (b ± c) . a = b . a ± c * colsum(a)[None, :]: (c1 . a)_ij = c * sum_p a_pj.
         if let Some((b, op, c, left)) = self.split_scalar()
             && b.is_transpose_of(other)
         {
             let sums = other.sum_axis(0) * c;
-            return Some(combine(b.symmetric_dot(other), sums, op, left));
+            return Some(combine(b.symmetric_dot(), sums, op, left));
         }
         None
     }
@@ -1200,20 +1200,44 @@ impl Array {
         c.expect("at least one contraction block")
     }
 
-    /// `self . other` for `other` the transpose of `self` (aligned, float64): only the output
-    /// blocks `(i, j)` with `i <= j` are products, the diagonal ones by `syrk_sum` (half
-    /// products); the result is a lazy symmetric expression that reads block `(j, i)` as the
-    /// transpose of `(i, j)`.
-    fn symmetric_dot(&self, other: &Array) -> Array {
+    /// Block `(i, j)` of `self . self^T` from `self`'s blocks: `sum_p A[i,p] . A[j,p]^T` in
+    /// `matmul_nt_sum` tasks of up to [`MAX_MATMUL_GROUP`] products, which read `A[j,p]`
+    /// transposed (no transposed block is made).
+    fn nt_block(&self, a_blocks: &[Handle<Raw>], i: usize, j: usize) -> Handle<Raw> {
+        let kk = self.chunks[1].len();
+        let first = |axis: usize| self.chunks[axis].first().copied().unwrap_or(1).max(1);
+        let pair_bytes = 2 * first(0) * first(1) * self.dtype.size();
+        let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
+        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], self.chunks[0][j]]);
+        let mut c: Option<Handle<Raw>> = None;
+        for start in (0..kk).step_by(group) {
+            let mut args = vec![match &c {
+                Some(c) => Arg::Block(c),
+                None => Arg::Lit(spec.clone()),
+            }];
+            for p in start..(start + group).min(kk) {
+                args.push(Arg::Block(&a_blocks[i * kk + p]));
+                args.push(Arg::Block(&a_blocks[j * kk + p]));
+            }
+            c = Some(self.ctx.call("matmul_nt_sum", &args));
+        }
+        c.expect("at least one contraction block")
+    }
+
+    /// `self . self^T` (float64): only the output blocks `(i, j)` with `i <= j` are products,
+    /// the diagonal ones by `syrk_sum` (half products), the others by `matmul_nt_sum`, all
+    /// from `self`'s blocks (the transpose is never materialised); the result is a lazy
+    /// symmetric expression that reads block `(j, i)` as the transpose of `(i, j)`.
+    fn symmetric_dot(&self) -> Array {
         let n = self.chunks[0].len();
-        let (a_blocks, b_blocks) = (self.blocks(), other.blocks());
+        let a_blocks = self.blocks();
         let mut blocks: Vec<Handle<Raw>> = Vec::with_capacity(n * n);
         for i in 0..n {
             for j in 0..n {
                 let block = if i == j {
                     self.syrk_block(a_blocks, i)
                 } else if i < j {
-                    self.product_block(other, a_blocks, b_blocks, i, j)
+                    self.nt_block(a_blocks, i, j)
                 } else {
                     blocks[j * n + i].clone()
                 };

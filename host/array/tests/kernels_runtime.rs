@@ -150,6 +150,12 @@ fn kernels_match_ndarray_through_the_runtime() -> Result<()> {
         &(&want * 2.0),
         1e-12,
     );
+    // x . y with y given as its transpose.
+    let nt = k.f64(
+        "matmul_nt_sum",
+        &[&chunk::spec(DType::F64, &[37, 37]), &xb, &yt],
+    )?;
+    assert_close(&nt, &want, 1e-12);
     // The symmetric product x . x^T + y^T . y (upper triangle computed, lower mirrored).
     let gram = (x2.dot(&x2.t()) + y2.t().dot(&y2)).into_dyn();
     let m = x2.nrows();
@@ -272,6 +278,11 @@ fn kernel_timings() -> Result<()> {
         ("matmul", "matmul", vec![&xb, &yb]),
         ("matmul_sum 2 pairs", "matmul_sum", pairs),
         ("matmul_sum x.x^T + y.y^T", "matmul_sum", sym_pairs),
+        (
+            "matmul_nt_sum x.x^T + y.y^T",
+            "matmul_nt_sum",
+            vec![&spec, &xb, &xb, &yb, &yb],
+        ),
         ("syrk_sum x.x^T + y.y^T", "syrk_sum", vec![&spec, &xb, &yb]),
     ];
     // Whether the engine lowers `f64x2.relaxed_madd` to a fused multiply-add: the product

@@ -264,8 +264,8 @@ async fn products_without_fusion_match_ndarray() -> Result<()> {
     Ok(())
 }
 
-/// The block products (`matmul_sum` and `syrk_sum` tasks) and transposes each form adds to the graph, with
-/// the rewrites on and off (graph building only, nothing runs).
+/// The block products (`matmul_sum`, `matmul_nt_sum` and `syrk_sum` tasks) and transposes each
+/// form adds to the graph, with the rewrites on and off (graph building only, nothing runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_products_compute_only_the_upper_triangle() -> Result<()> {
     let client = LocalCluster::builder().workers(1).slots(1).client().await?;
@@ -281,18 +281,21 @@ async fn symmetric_products_compute_only_the_upper_triangle() -> Result<()> {
             build().blocks();
             da.task_count_of(kernel) - before
         };
-        // The `matmul_sum` and `syrk_sum` tasks `build` adds.
+        // The `matmul_sum`, `matmul_nt_sum` and `syrk_sum` tasks `build` adds.
         let products = |build: &dyn Fn() -> Array| {
-            let (mm, syrk) = (da.task_count_of("matmul_sum"), da.task_count_of("syrk_sum"));
+            let kernels = ["matmul_sum", "matmul_nt_sum", "syrk_sum"];
+            let before = kernels.map(|k| da.task_count_of(k));
             build().blocks();
+            let after = kernels.map(|k| da.task_count_of(k));
             (
-                da.task_count_of("matmul_sum") - mm,
-                da.task_count_of("syrk_sum") - syrk,
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2],
             )
         };
         // The seed's expression 2: an 8 x 8 grid of blocks, 8 contraction blocks per output
         // block, one task each: 36 upper-triangle blocks instead of 64, the 8 diagonal ones
-        // `syrk_sum` (half products).
+        // `syrk_sum` (half products), the others `matmul_nt_sum` (x.T never materialised).
         let x = da.random(&[8000, 8000], &[1000, 1000], 43);
         let seed2 = products(&|| (x.dot(&(x.t() + 1.0)) - x.mean()).std());
         let y = da.random(&[8000, 8000], &[1000, 1000], 44);
@@ -307,21 +310,28 @@ async fn symmetric_products_compute_only_the_upper_triangle() -> Result<()> {
         // And 7 x 5 as x.T . x: a 3 x 3 grid of the 5 x 5 product (contraction over 3 blocks).
         let small_t = products(&|| (s.t() - 2.0).dot(&s));
         eprintln!(
-            "rewrites {rewrites}: (matmul_sum, syrk_sum) tasks: seed expression 2 {seed2:?}, \
+            "rewrites {rewrites}: (matmul_sum, matmul_nt_sum, syrk_sum) tasks: seed expression 2 {seed2:?}, \
              x.dot(x.T) {gram:?}, (x.T - 2).dot(x) {cross:?}, 7x5 in 3x2: {small:?} and \
              {small_t:?}"
         );
         if rewrites {
             assert_eq!(
                 (seed2, gram, cross, small, small_t),
-                ((28, 8), (28, 8), (28, 8), (3, 3), (3, 3))
+                ((0, 28, 8), (0, 28, 8), (0, 28, 8), (0, 3, 3), (0, 3, 3))
             );
         } else {
             assert_eq!(
                 (seed2, gram, cross, small, small_t),
-                ((64, 0), (64, 0), (64, 0), (9, 0), (9, 0))
+                ((64, 0, 0), (64, 0, 0), (64, 0, 0), (9, 0, 0), (9, 0, 0))
             );
         }
+
+        // The symmetric product reads the transposed operand's blocks from the other one's:
+        // no transpose of v's 9 blocks, only of the 3 result blocks below the diagonal, which
+        // `blocks()` materialises (without the rewrites: v.T's 9 blocks, and no others).
+        let v = da.from_ndarray(&data(&[7, 5], 3), &[3, 2]);
+        let operand_transposes = added("transpose", &|| v.dot(&v.t()));
+        assert_eq!(operand_transposes, if rewrites { 3 } else { 9 });
 
         // Block (j, i) is no task for a fused consumer (it reads (i, j) transposed); a
         // materialising one transposes the 3 blocks below the diagonal.

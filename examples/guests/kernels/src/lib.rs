@@ -101,6 +101,7 @@ kernels! {
     "matmul" (a, b) Exact(2), "The product of 2-D blocks a (m x k) and b (k x n).";
     "matmul_acc" (c, a, b) Exact(3), "c + a . b for 2-D blocks.";
     "matmul_sum" (c_or_spec, a1, b1, a2, b2...) AtLeast(3), "c + a1 . b1 + a2 . b2 + ... for 2-D blocks (a spec for c: start from zeros).";
+    "matmul_nt_sum" (c_or_spec, a1, b1, a2, b2...) AtLeast(3), "c + a1 . b1^T + a2 . b2^T + ... for 2-D blocks (b_i given untransposed, n x k; a spec for c: start from zeros).";
     "syrk_sum" (c_or_spec, a1, a2...) AtLeast(2), "c + a1 . a1^T + a2 . a2^T + ... for 2-D blocks, symmetric: the upper triangle computed, the lower mirrored (a spec for c: start from zeros).";
     "fused" (program, spec, inputs...) AtLeast(2), "An elementwise expression over inputs (transposed, broadcast) and optionally a reduction of it, in one pass (see fused.rs).";
 }
@@ -191,6 +192,10 @@ pub fn call(name: &str, args: Vec<Vec<u8>>) -> Result<Vec<u8>, CallError> {
         "matmul_sum" => {
             let c = next();
             matmul::matmul_sum(c, it.collect())
+        }
+        "matmul_nt_sum" => {
+            let c = next();
+            matmul::matmul_nt_sum(c, it.collect())
         }
         "syrk_sum" => {
             let c = next();

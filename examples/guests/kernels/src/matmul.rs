@@ -54,6 +54,18 @@ mod lanes {
             f64x2_extract_lane::<1>(v)
         }
     }
+    /// The first lanes of `a` and `b`.
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub fn lo(a: V, b: V) -> V {
+        i64x2_shuffle::<0, 2>(a, b)
+    }
+    /// The second lanes of `a` and `b`.
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub fn hi(a: V, b: V) -> V {
+        i64x2_shuffle::<1, 3>(a, b)
+    }
     /// Lane `i` of `v` in both lanes.
     #[inline]
     #[target_feature(enable = "simd128")]
@@ -111,6 +123,14 @@ mod lanes {
     #[inline(always)]
     pub fn lane(v: V, i: usize) -> f64 {
         v[i]
+    }
+    #[inline(always)]
+    pub fn lo(a: V, b: V) -> V {
+        [a[0], b[0]]
+    }
+    #[inline(always)]
+    pub fn hi(a: V, b: V) -> V {
+        [a[1], b[1]]
     }
     #[inline(always)]
     pub fn dup(v: V, i: usize) -> V {
@@ -295,6 +315,59 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     }
     let m = mc.shape[0];
     with_dtype!(mc.dtype, T => mirror_upper::<T>(&mut c[cat..], m));
+    Ok(c)
+}
+
+/// `matmul_nt_sum(c, a1, b1, a2, b2, ...)`: `c + a1 . b1^T + a2 . b2^T + ...` for `m x k_i`
+/// blocks `a_i` and `n x k_i` blocks `b_i`, written into `c`'s buffer; `c` may be a spec (the
+/// sum then starts from zeros). `matmul_sum` with the second block of each pair transposed,
+/// without a transposed block to make first: the product reads B's rows as its columns when
+/// it packs them. Bitwise what `matmul_sum` of `(a_i, b_i^T)` gives.
+pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        bail!(
+            "matmul_nt_sum takes c and pairs of blocks, got {} blocks after c",
+            pairs.len()
+        );
+    }
+    let spec = parse_spec(&c, "c")?;
+    let mut c = if c.len() == spec.header_len() {
+        spec.zeroed()
+    } else {
+        c
+    };
+    let (mc, cat) = parse(&c, "c")?;
+    for pair in pairs.chunks_exact(2) {
+        let (ma, aat) = parse(&pair[0], "a")?;
+        let (mb, bat) = parse(&pair[1], "b")?;
+        if ma.ndim() != 2 || mb.ndim() != 2 || ma.shape[1] != mb.shape[1] || ma.dtype != mb.dtype {
+            bail!(
+                "matmul_nt_sum: blocks {:?} ({}) and {:?} ({}) are not an m x k and an n x k block",
+                ma.shape,
+                ma.dtype.name(),
+                mb.shape,
+                mb.dtype.name()
+            );
+        }
+        let (m, k, n) = (ma.shape[0], ma.shape[1], mb.shape[0]);
+        if mc.shape != [m, n] || mc.dtype != ma.dtype {
+            bail!(
+                "matmul_nt_sum: c has shape {:?} ({}), a product {:?} ({})",
+                mc.shape,
+                mc.dtype.name(),
+                [m, n],
+                ma.dtype.name()
+            );
+        }
+        let (a, b) = (&pair[0][aat..], &pair[1][bat..]);
+        match ma.dtype {
+            DType::F64 => gemm_f64::<false>(&mut c[cat..], a, BSource::TransposeOf(b), m, k, n),
+            other => with_dtype!(other, T => {
+                let bt = transposed::<T>(b, n, k);
+                gemm_plain::<T>(&mut c[cat..], a, &bt, m, k, n)
+            }),
+        }
+    }
     Ok(c)
 }
 
@@ -497,7 +570,23 @@ fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, 
                     0.0
                 }
             };
-            for p in 0..kc {
+            let mut p = 0;
+            if cols == NR {
+                // Two steps at a time: a vector from each of the strip's rows, transposed in
+                // pairs of rows.
+                let rows: [*const u8; NR] =
+                    core::array::from_fn(|r| bt.as_ptr().add(((j + r) * k + pc) * 8));
+                while p + 2 <= kc {
+                    let v: [V; NR] = core::array::from_fn(|r| lanes::load(rows[r].add(8 * p)));
+                    let to = out.add((s * kc + p) * (NR / 2));
+                    for h in 0..NR / 2 {
+                        *to.add(h) = lanes::lo(v[2 * h], v[2 * h + 1]);
+                        *to.add(NR / 2 + h) = lanes::hi(v[2 * h], v[2 * h + 1]);
+                    }
+                    p += 2;
+                }
+            }
+            for p in p..kc {
                 let to = out.add((s * kc + p) * (NR / 2));
                 for h in 0..NR / 2 {
                     *to.add(h) = lanes::pair(x(2 * h, p), x(2 * h + 1, p));

@@ -745,7 +745,11 @@ fn syrk_sum_is_the_symmetric_product() {
         close(&got2, &want);
         for i in 0..m {
             for j in 0..m {
-                assert_eq!(got2[i * m + j], got2[j * m + i], "not symmetric at {i}, {j}");
+                assert_eq!(
+                    got2[i * m + j],
+                    got2[j * m + i],
+                    "not symmetric at {i}, {j}"
+                );
             }
         }
     }
@@ -753,9 +757,76 @@ fn syrk_sum_is_the_symmetric_product() {
     let a = from_i64(&[2, 3], &[1, 2, 3, 4, 5, 6]);
     let c = from_i64(&[2, 2], &[10, 20, 99, 30]);
     let out = call("syrk_sum", vec![c, a]).unwrap();
-    assert_eq!(to_f64(&out).unwrap(), (vec![2, 2], vec![24.0, 52.0, 52.0, 107.0]));
+    assert_eq!(
+        to_f64(&out).unwrap(),
+        (vec![2, 2], vec![24.0, 52.0, 52.0, 107.0])
+    );
     // Errors: no block, a non-square c, a 1-D block.
     assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 2])]).is_err());
-    assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 3]), f64s(&[2, 3], 0).0]).is_err());
+    assert!(
+        call(
+            "syrk_sum",
+            vec![spec(DType::F64, &[2, 3]), f64s(&[2, 3], 0).0]
+        )
+        .is_err()
+    );
     assert!(call("syrk_sum", vec![spec(DType::F64, &[2, 2]), f64s(&[2], 0).0]).is_err());
+}
+
+#[test]
+fn matmul_nt_sum_takes_the_second_blocks_transposed() {
+    // Edges of the register tile and of the packed blocks, odd contractions (the packing reads
+    // two steps at a time), and full and partial strips of B.
+    let shapes = [
+        (1, 1, 1),
+        (3, 1, 5),
+        (7, 13, 5),
+        (5, 257, 9),
+        (129, 255, 130),
+        (64, 300, 1025),
+    ];
+    for (m, k, n) in shapes {
+        let (a1, a1v) = f64s(&[m, k], 60);
+        let (b1, _) = f64s(&[n, k], 61);
+        let (a2, a2v) = f64s(&[m, k + 1], 62);
+        let (b2, _) = f64s(&[n, k + 1], 63);
+        let b1t = call("transpose", vec![b1.clone()]).unwrap();
+        let b2t = call("transpose", vec![b2.clone()]).unwrap();
+        let (b1tv, b2tv) = (to_f64(&b1t).unwrap().1, to_f64(&b2t).unwrap().1);
+        let (c, cv) = f64s(&[m, n], 64);
+        let want: Vec<f64> = naive_matmul(&a1v, &b1tv, m, k, n)
+            .iter()
+            .zip(naive_matmul(&a2v, &b2tv, m, k + 1, n))
+            .zip(&cv)
+            .map(|((p, q), c)| c + p + q)
+            .collect();
+        let (shape, got) = run(
+            "matmul_nt_sum",
+            vec![c.clone(), a1.clone(), b1.clone(), a2.clone(), b2.clone()],
+        );
+        assert_eq!(shape, vec![m, n], "{m} x {k} x {n}");
+        close(&got, &want);
+        let reference = run("matmul_sum", vec![c, a1.clone(), b1t, a2, b2t]).1;
+        assert_eq!(
+            got, reference,
+            "{m} x {k} x {n}: matmul_nt_sum and matmul_sum differ"
+        );
+        let (shape, _) = run("matmul_nt_sum", vec![spec(DType::F64, &[m, n]), a1, b1]);
+        assert_eq!(shape, vec![m, n]);
+    }
+    let a = from_i64(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    let b = from_i64(&[1, 3], &[1, 0, 2]);
+    let out = call("matmul_nt_sum", vec![spec(DType::I64, &[2, 1]), a, b]).unwrap();
+    assert_eq!(to_f64(&out).unwrap(), (vec![2, 1], vec![7.0, 16.0]));
+    // The contractions must agree, and c must have the product's shape.
+    let (a, b) = (f64s(&[2, 3], 0).0, f64s(&[4, 2], 0).0);
+    assert!(
+        call(
+            "matmul_nt_sum",
+            vec![spec(DType::F64, &[2, 4]), a.clone(), b]
+        )
+        .is_err()
+    );
+    let b = f64s(&[4, 3], 0).0;
+    assert!(call("matmul_nt_sum", vec![spec(DType::F64, &[4, 2]), a, b]).is_err());
 }
