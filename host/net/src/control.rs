@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 use crate::NetError;
 use crate::endpoint::{CLOSE_PROTOCOL_ERROR, Link};
 
+/// Largest queue a sender writes to a same-host socket itself rather than through the writer.
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
+
 /// Limits of a control stream.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
@@ -151,10 +154,15 @@ impl ControlStream {
                 closed: false,
                 messages: 0,
                 writes: 0,
+                writing: false,
             }),
             wake_writer: Notify::new(),
             progress: Notify::new(),
             options: options.clone(),
+            direct: match &self.conn {
+                Link::Local(link) => link.duplicate_socket(),
+                Link::Quic(_) => None,
+            },
         });
         if let Link::Local(link) = &self.conn {
             link.set_writer(true);
@@ -193,6 +201,8 @@ struct State {
     closed: bool,
     messages: u64,
     writes: u64,
+    /// The writer task holds bytes taken from `buf` that it has not finished writing.
+    writing: bool,
 }
 
 struct Shared {
@@ -200,6 +210,9 @@ struct Shared {
     wake_writer: Notify,
     progress: Notify,
     options: ControlOptions,
+    /// On a same-host link, the socket (a duplicate of the writer's): a sender whose message
+    /// finds the writer idle writes it itself, saving a wake-up of the writer's thread.
+    direct: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Shared {
@@ -241,6 +254,7 @@ async fn writer(shared: Arc<Shared>, mut send: WriteHalf, conn: Link) {
             }
             if !st.buf.is_empty() {
                 std::mem::swap(&mut st.buf, &mut spare);
+                st.writing = true;
             }
             (spare.len(), st.closed)
         };
@@ -283,6 +297,7 @@ async fn writer(shared: Arc<Shared>, mut send: WriteHalf, conn: Link) {
             let mut st = shared.lock();
             st.written += n as u64;
             st.writes += 1;
+            st.writing = false;
         }
         shared.progress.notify_waiters();
     }
@@ -374,7 +389,27 @@ impl<T: Serialize> Sender<T> {
 
     fn encode_locked(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {
         self.encode_only(st, msgs)?;
-        self.handle.shared.wake_writer.notify_one();
+        let shared = &self.handle.shared;
+        if let Some(socket) = &shared.direct
+            && !st.writing
+            && !st.closed
+            && st.buf.len() <= DIRECT_WRITE_MAX
+        {
+            // The writer is idle: write from this thread (the socket is non-blocking). What
+            // does not fit is left to the writer.
+            if let Ok(n) = std::io::Write::write(&mut &*socket, &st.buf)
+                && n > 0
+            {
+                st.buf.drain(..n);
+                st.written += n as u64;
+                st.writes += 1;
+                shared.progress.notify_waiters();
+                if st.buf.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        shared.wake_writer.notify_one();
         Ok(())
     }
 

@@ -280,6 +280,13 @@ impl LocalLink {
         })
     }
 
+    /// Another handle on the control socket (non-blocking, like the original).
+    pub(crate) fn duplicate_socket(&self) -> Option<std::os::unix::net::UnixStream> {
+        let socket = self.socket.try_clone().ok()?;
+        socket.set_nonblocking(true).ok()?;
+        Some(socket)
+    }
+
     /// Shuts both directions of the control socket.
     pub(crate) fn shutdown(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
