@@ -23,6 +23,10 @@ pub struct Config {
     pub placement: Placement,
     /// Ready root tasks handed to a worker: `ceil(slots * factor)`, the rest queued.
     pub root_saturation: f64,
+    /// ... or more, while the worker holds less than this much estimated work per slot:
+    /// enough short tasks to keep its slots busy during a round trip to the scheduler (at most
+    /// 64 per slot). Zero turns it off.
+    pub root_backlog: Micros,
     /// Duration assumed for a function never seen.
     pub default_duration: Micros,
     /// Bandwidth assumed before any transfer is measured, in bytes per microsecond.
@@ -64,6 +68,7 @@ impl Default for Config {
         Config {
             placement: Placement::EarliestStart,
             root_saturation: 1.1,
+            root_backlog: Micros(1000),
             default_duration: Micros(10_000),
             default_bandwidth: 100.0,
             ewma_alpha: 0.5,

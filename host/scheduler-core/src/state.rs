@@ -193,10 +193,25 @@ pub(crate) struct Worker {
     pub(crate) incoming_steals: u32,
 }
 
+/// Most root tasks per slot a worker holds to cover its backlog of short tasks.
+pub(crate) const MAX_ROOT_BACKLOG_TASKS: usize = 64;
+
 impl Worker {
     /// How many tasks it takes before root tasks are held back: `ceil(slots * factor)`.
     pub(crate) fn root_cap(&self, factor: f64) -> usize {
         ((f64::from(self.slots) * factor).ceil() as usize).max(1)
+    }
+
+    /// Whether it takes more ready root tasks: while it holds fewer than
+    /// [`root_cap`](Self::root_cap), or less than `backlog` of estimated work per slot (short
+    /// tasks, whose round trip to the scheduler would otherwise leave the slot idle between
+    /// them), up to [`MAX_ROOT_BACKLOG_TASKS`] per slot.
+    pub(crate) fn wants_roots(&self, factor: f64, backlog: crate::Micros) -> bool {
+        let held = self.processing.len() + self.incoming_steals as usize;
+        let slots = self.slots as usize;
+        held < self.root_cap(factor)
+            || (self.occupancy < backlog.0.saturating_mul(u64::from(self.slots))
+                && held < MAX_ROOT_BACKLOG_TASKS * slots)
     }
 
     pub(crate) fn satisfies(&self, r: &Restrictions) -> bool {

@@ -469,7 +469,7 @@ impl Core {
         let n = wk.processing.len() + wk.incoming_steals as usize;
         let slots = wk.slots as usize;
         let idle = running && n < slots;
-        let underfull = running && n < wk.root_cap(self.cfg.root_saturation);
+        let underfull = running && wk.wants_roots(self.cfg.root_saturation, self.cfg.root_backlog);
         let saturated = wk.alive && (wk.processing.len() > slots || (wk.paused && n > 0));
         self.running.set(w, running);
         self.idle.set(w, idle);

@@ -269,15 +269,15 @@ impl Core {
                 self.idle.contains(w32) == (running && load < wk.slots as usize),
                 "worker {w} idle index"
             );
+            let wants_roots = wk.wants_roots(self.cfg.root_saturation, self.cfg.root_backlog);
             check!(
-                self.underfull.contains(w32)
-                    == (running && load < wk.root_cap(self.cfg.root_saturation)),
+                self.underfull.contains(w32) == (running && wants_roots),
                 "worker {w} underfull index"
             );
-            // Root tasks are only handed out below the cap.
+            // Root tasks are only handed out below the cap and the backlog.
             if running && self.queued > 0 {
                 check!(
-                    load >= wk.root_cap(self.cfg.root_saturation),
+                    !wants_roots,
                     "worker {w} has room while root tasks are queued"
                 );
             }

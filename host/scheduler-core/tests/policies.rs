@@ -93,6 +93,79 @@ fn root_tasks_are_queued_beyond_slots_times_1_1() {
     assert_eq!(more[0].0, w);
 }
 
+/// One 2-slot worker that has run one `short` task of `micros`, then `n` more submitted:
+/// how many of them it is sent at once.
+fn roots_sent_for_backlog(micros: u64, n: u64, root_backlog: Micros) -> usize {
+    let mut core = Core::new(Config {
+        root_backlog,
+        ..Config::default()
+    });
+    join(&mut core, 1, 2);
+    let first = task("short", 0, &[]);
+    submit(&mut core, 1, vec![first.clone()], vec![first.key]);
+    drain(&mut core);
+    finish(&mut core, WorkerId(1), first.key, 8, micros);
+    drain(&mut core);
+    let ts: Vec<_> = (1..=n).map(|i| task("short", i, &[])).collect();
+    let wants = ts.iter().map(|t| t.key).collect();
+    submit(&mut core, 1, ts, wants);
+    let sent = runs(&drain(&mut core)).len();
+    core.validate().expect("consistent");
+    sent
+}
+
+#[test]
+fn short_root_tasks_fill_a_backlog_that_covers_the_round_trip() {
+    // 100 us tasks: 1 ms of work per slot (the default backlog), not ceil(2 * 1.1) = 3, which
+    // would leave slots idle while a report and the next task travel.
+    assert_eq!(roots_sent_for_backlog(100, 1000, Micros(1000)), 20);
+    assert_eq!(roots_sent_for_backlog(100, 1000, Micros(0)), 3);
+    // Very short tasks: at most 64 per slot.
+    assert_eq!(roots_sent_for_backlog(1, 1000, Micros(1000)), 128);
+    // Long tasks: the count cap alone.
+    assert_eq!(roots_sent_for_backlog(5000, 1000, Micros(1000)), 3);
+    // Fewer tasks than the backlog: all of them.
+    assert_eq!(roots_sent_for_backlog(100, 5, Micros(1000)), 5);
+}
+
+#[test]
+fn a_root_backlog_keeps_workers_busy_across_the_round_trip_in_the_simulator() {
+    // 400 independent tasks of 100 us on two one-slot workers, 100 us one-way latency: with
+    // two tasks per worker at a time, a slot waits for each report to travel and the next task
+    // to come back; with 1 ms of backlog it does not.
+    let makespan = |root_backlog: Micros| {
+        let mut sim = Sim::new(SimConfig {
+            core: Config {
+                root_backlog,
+                ..Config::default()
+            },
+            workers: vec![
+                WorkerSpec {
+                    slots: 1,
+                    ..WorkerSpec::default()
+                };
+                2
+            ],
+            latency: Micros(100),
+            jitter: Micros(20),
+            ..SimConfig::default()
+        });
+        let mut graph = GraphBuilder::new(1);
+        let keys: Vec<_> = (0..400)
+            .map(|_| graph.task("map", &[], Micros(100), 8))
+            .collect();
+        graph.want(&keys);
+        sim.submit_at(Micros(0), ClientId(1), &graph.finish());
+        let report = sim.drive().expect("simulation").clone();
+        assert!(report.erred.is_empty());
+        report.makespan.0
+    };
+    let (without, with) = (makespan(Micros(0)), makespan(Micros(1000)));
+    eprintln!("without a backlog {without} us, with {with} us (ideal ~20000)");
+    assert!(with * 100 < without * 80, "{with} us vs {without} us");
+    assert!(with < 26_000, "{with} us");
+}
+
 #[test]
 fn placement_goes_to_the_holder_of_large_inputs() {
     let mut core = Core::new(Config::default());
