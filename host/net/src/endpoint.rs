@@ -462,32 +462,14 @@ async fn client_hello(
     let payload = read_hello_frame(&mut recv, &mut decoder)
         .await
         .map_err(rejection_of)?;
-    let reply = HelloReply::decode(&payload)?;
-    match reply.outcome {
-        HelloOutcome::Rejected { reason } => Err(NetError::Rejected { reason }),
-        HelloOutcome::Accepted {
-            role: peer_role,
-            auth,
-        } => {
-            if !tls::check_proof(
-                &credentials.token,
-                &binding,
-                Side::Acceptor,
-                peer_role,
-                &auth,
-            ) {
-                return Err(NetError::BadProof);
-            }
-            let connection = Connection {
-                inner: Link::Quic(conn.clone()),
-                peer_role,
-            };
-            Ok(Established {
-                control: ControlStream::new(Link::Quic(conn.clone()), send, recv, decoder),
-                connection,
-            })
-        }
-    }
+    let peer_role = check_reply(&payload, credentials, &binding)?;
+    Ok(Established {
+        connection: Connection {
+            inner: Link::Quic(conn.clone()),
+            peer_role,
+        },
+        control: ControlStream::new(Link::Quic(conn.clone()), send, recv, decoder),
+    })
 }
 
 /// Configuration of a [`Listener`].
@@ -684,6 +666,65 @@ async fn reject(conn: &quinn::Connection, send: Option<quinn::SendStream>, e: &N
 
 type HelloFailure = (NetError, Option<quinn::SendStream>);
 
+/// The acceptor's judgement of a hello whose proof is bound to `binding`: the peer's role and
+/// the accepting reply to send, or why it is refused.
+pub(crate) fn judge_hello(
+    payload: &[u8],
+    config: &ListenerConfig,
+    binding: &[u8; 32],
+) -> Result<(Role, Vec<u8>), NetError> {
+    let hello = Hello::decode(payload)?;
+    if !config.accept.contains(&hello.role) {
+        return Err(NetError::Denied {
+            reason: format!("a {} may not connect to this {}", hello.role, config.role),
+        });
+    }
+    if !tls::check_proof(
+        &config.token,
+        binding,
+        Side::Connector,
+        hello.role,
+        &hello.auth,
+    ) {
+        return Err(NetError::Denied {
+            reason: "invalid cluster token".into(),
+        });
+    }
+    let reply = HelloReply::accepted(
+        config.role,
+        tls::proof(&config.token, binding, Side::Acceptor, config.role),
+    );
+    Ok((hello.role, encode(&reply)?))
+}
+
+/// The connector's check of a hello reply whose proof is bound to `binding`: the peer's role,
+/// or its refusal, or a proof that does not verify.
+pub(crate) fn check_reply(
+    payload: &[u8],
+    credentials: &Credentials,
+    binding: &[u8; 32],
+) -> Result<Role, NetError> {
+    match HelloReply::decode(payload)?.outcome {
+        HelloOutcome::Rejected { reason } => Err(NetError::Rejected { reason }),
+        HelloOutcome::Accepted {
+            role: peer_role,
+            auth,
+        } => {
+            if tls::check_proof(
+                &credentials.token,
+                binding,
+                Side::Acceptor,
+                peer_role,
+                &auth,
+            ) {
+                Ok(peer_role)
+            } else {
+                Err(NetError::BadProof)
+            }
+        }
+    }
+}
+
 async fn server_hello(
     conn: &quinn::Connection,
     config: &ListenerConfig,
@@ -695,46 +736,18 @@ async fn server_hello(
         Ok(p) => p,
         Err(e) => return Err((e, Some(send))),
     };
-    let hello = match Hello::decode(&payload) {
-        Ok(h) => h,
-        Err(e) => return Err((e.into(), Some(send))),
+    let (role, frame) = match judge_hello(&payload, config, &binding) {
+        Ok(judged) => judged,
+        Err(e) => return Err((e, Some(send))),
     };
-    if !config.accept.contains(&hello.role) {
-        let e = NetError::Denied {
-            reason: format!("a {} may not connect to this {}", hello.role, config.role),
-        };
-        return Err((e, Some(send)));
-    }
-    if !tls::check_proof(
-        &config.token,
-        &binding,
-        Side::Connector,
-        hello.role,
-        &hello.auth,
-    ) {
-        return Err((
-            NetError::Denied {
-                reason: "invalid cluster token".into(),
-            },
-            Some(send),
-        ));
-    }
-    let reply = HelloReply::accepted(
-        config.role,
-        tls::proof(&config.token, &binding, Side::Acceptor, config.role),
-    );
     let mut send = send;
-    let frame = match encode(&reply) {
-        Ok(f) => f,
-        Err(e) => return Err((e.into(), None)),
-    };
     if let Err(e) = send.write_all(&frame).await {
         return Err((e.into(), None));
     }
     Ok(Established {
         connection: Connection {
             inner: Link::Quic(conn.clone()),
-            peer_role: hello.role,
+            peer_role: role,
         },
         control: ControlStream::new(Link::Quic(conn.clone()), send, recv, decoder),
     })

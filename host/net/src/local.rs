@@ -34,16 +34,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use taskhost_proto::{
-    FrameDecoder, Hello, HelloOutcome, HelloReply, MAX_HELLO_FRAME, PROTOCOL, Role, encode,
-};
+use taskhost_proto::{FrameDecoder, Hello, HelloReply, MAX_HELLO_FRAME, PROTOCOL, Role, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bulk::IncomingBulk;
 use crate::control::ControlStream;
-use crate::endpoint::{Connection, Established, Link, ListenerConfig};
+use crate::endpoint::{Connection, Established, Link, ListenerConfig, check_reply, judge_hello};
 use crate::tls::{self, Side, Trust};
 use crate::{ClusterToken, Credentials, MAX_BULK_REQUEST, NetError};
 
@@ -491,28 +489,11 @@ async fn client_handshake(
     let payload = read_frame(&mut stream, &mut decoder)
         .await
         .map_err(Attempt::Unavailable)?;
-    let reply = HelloReply::decode(&payload).map_err(|e| Attempt::Final(e.into()))?;
-    match reply.outcome {
-        HelloOutcome::Rejected { reason } => Err(Attempt::Final(NetError::Rejected { reason })),
-        HelloOutcome::Accepted {
-            role: peer_role,
-            auth,
-        } => {
-            if !tls::check_proof(
-                &credentials.token,
-                &binding,
-                Side::Acceptor,
-                peer_role,
-                &auth,
-            ) {
-                return Err(Attempt::Final(NetError::BadProof));
-            }
-            let secret = link_secret(&credentials.token, &binding);
-            let link = LocalLink::new(addr, Some(path.to_path_buf()), secret, &stream)
-                .map_err(Attempt::Final)?;
-            Ok(established(link, peer_role, stream, decoder))
-        }
-    }
+    let peer_role = check_reply(&payload, credentials, &binding).map_err(Attempt::Final)?;
+    let secret = link_secret(&credentials.token, &binding);
+    let link =
+        LocalLink::new(addr, Some(path.to_path_buf()), secret, &stream).map_err(Attempt::Final)?;
+    Ok(established(link, peer_role, stream, decoder))
 }
 
 fn established(
@@ -656,30 +637,9 @@ async fn server_handshake(
     let binding = binding(nonce_c, &nonce_s, &ca);
     let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
     let payload = read_frame(&mut stream, &mut decoder).await?;
-    let refusal = match Hello::decode(&payload) {
-        Err(e) => Some(NetError::Hello(e)),
-        Ok(hello) if !config.accept.contains(&hello.role) => Some(NetError::Denied {
-            reason: format!("a {} may not connect to this {}", hello.role, config.role),
-        }),
-        Ok(hello)
-            if !tls::check_proof(
-                &config.token,
-                &binding,
-                Side::Connector,
-                hello.role,
-                &hello.auth,
-            ) =>
-        {
-            Some(NetError::Denied {
-                reason: "invalid cluster token".into(),
-            })
-        }
-        Ok(hello) => {
-            let reply = HelloReply::accepted(
-                config.role,
-                tls::proof(&config.token, &binding, Side::Acceptor, config.role),
-            );
-            stream.write_all(&encode(&reply)?).await?;
+    let e = match judge_hello(&payload, config, &binding) {
+        Ok((role, frame)) => {
+            stream.write_all(&frame).await?;
             let secret = link_secret(&config.token, &binding);
             let link = LocalLink::new(
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -692,10 +652,10 @@ async fn server_handshake(
                 links.retain(|_, l| l.strong_count() > 0);
                 links.insert(secret, Arc::downgrade(&link));
             }
-            return Ok(established(link, hello.role, stream, decoder));
+            return Ok(established(link, role, stream, decoder));
         }
+        Err(e) => e,
     };
-    let e = refusal.unwrap_or(NetError::BadProof);
     let reason = match &e {
         NetError::Denied { reason } => reason.clone(),
         other => other.to_string(),

@@ -160,27 +160,23 @@ async fn same_host_bulk_transfers_reuse_connections() {
     assert!(bounded(conn.fetch(&6u64, usize::MAX)).await.is_ok());
 }
 
+/// Connecting over the same-host socket with `ticket` fails with an error containing `needle`.
+async fn refused(ticket: &JoinTicket, needle: &str) {
+    let err = bounded(local_client().connect_ticket(ticket, Role::Worker))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(needle), "{err}");
+}
+
 #[tokio::test]
 async fn same_host_wrong_token_and_wrong_ca_are_refused() {
     let mut c = scheduler().await;
     let mut ticket = c.ticket.clone();
     ticket.token = ClusterToken::generate().unwrap();
-    let err = bounded(local_client().connect_ticket(&ticket, Role::Worker))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, NetError::Rejected { reason } if reason.contains("invalid cluster token")),
-        "{err}"
-    );
+    refused(&ticket, "invalid cluster token").await;
     let mut ticket = c.ticket.clone();
     ticket.ca_hash = CaHash([9; 32]);
-    let err = bounded(local_client().connect_ticket(&ticket, Role::Worker))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("does not match the pinned"),
-        "{err}"
-    );
+    refused(&ticket, "does not match the pinned").await;
     // A worker's peer listener holds the token but announces no cluster CA.
     let peer = Listener::bind(
         loopback(),
@@ -190,13 +186,7 @@ async fn same_host_wrong_token_and_wrong_ca_are_refused() {
     .unwrap();
     let mut ticket = c.ticket.clone();
     ticket.addrs = vec![peer.local_addr().unwrap().to_string()];
-    let err = bounded(local_client().connect_ticket(&ticket, Role::Worker))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("does not match the pinned"),
-        "{err}"
-    );
+    refused(&ticket, "does not match the pinned").await;
     // A role the listener does not admit.
     let err = bounded(local_client().connect(
         c.listener.local_addr().unwrap(),
