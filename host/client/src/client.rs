@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::Stream;
 use parking_lot::Mutex;
 use taskhost_net::{
-    ClusterToken, Connection, ControlOptions, ControlStream, Credentials, Endpoint, JoinTicket,
-    Receiver, Sender, TransportSettings,
+    ClusterToken, Connection, ControlOptions, Credentials, Endpoint, JoinTicket, Receiver, Sender,
+    TransportSettings,
 };
 use taskhost_proto::{
     BulkRequest, ClientEvent, ClientRequest, ClusterStatus, FailureKind, Graph as WireGraph,
@@ -118,10 +118,10 @@ pub(crate) trait OwnedCluster: Send + Sync {
     fn shutdown(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
 }
 
-/// A worker connection used to fetch results (the control stream is kept open with it).
+/// A worker connection used to fetch results (its control stream only tells when the worker
+/// leaves).
 struct PeerConn {
     connection: Connection,
-    _control: ControlStream,
 }
 
 pub(crate) struct ClientInner {
@@ -557,8 +557,7 @@ impl ClientInner {
             .connect(addr, &Credentials::peer(self.token.clone()), Role::Client)
             .await?;
         let conn = Arc::new(PeerConn {
-            connection: established.connection,
-            _control: established.control,
+            connection: established.bulk_only(),
         });
         self.peers.lock().insert(addr, conn.clone());
         Ok(conn)
@@ -831,14 +830,28 @@ impl Client {
             inner.send_locked(&st, &ClientRequest::Status)?;
             let (tx, rx) = oneshot::channel();
             st.status.push_back(StatusWaiter::Barrier {
-                keys,
+                keys: keys.clone(),
                 reply: tx,
                 rejected: None,
             });
             rx
         };
         match reply.await {
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                // A rejection that arrived before the barrier was queued failed the keys
+                // already (the scheduler can answer that fast on a same-host link).
+                let st = inner.state.lock();
+                let rejected = keys
+                    .iter()
+                    .find_map(|k| match st.keys.get(k).map(|e| &e.state) {
+                        Some(KeyState::Rejected(reason)) => Some(reason.clone()),
+                        _ => None,
+                    });
+                match rejected {
+                    Some(reason) => Err(Error::SubmitRejected { reason }),
+                    None => Ok(()),
+                }
+            }
             Ok(Some(reason)) => Err(Error::SubmitRejected { reason }),
             Err(_) => Err(inner.lost_error()),
         }

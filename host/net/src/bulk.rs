@@ -44,15 +44,20 @@ impl Connection {
         request: &Req,
         max_len: usize,
     ) -> Result<Bytes, NetError> {
-        let (recv, len) = self.bulk_request(request, max_len).await?;
-        let mut out = BytesMut::with_capacity(len);
-        recv.read_body(len, |segment| out.extend_from_slice(&segment))
-            .await?;
+        let mut segments = self.fetch_segments(request, max_len).await?;
+        if segments.len() == 1 {
+            return Ok(segments.pop().unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity(segments.iter().map(Bytes::len).sum());
+        for segment in segments {
+            out.extend_from_slice(&segment);
+        }
         Ok(out.freeze())
     }
 
     /// Like [`fetch`](Self::fetch), but returns the response as the received segments (one per
-    /// QUIC packet, a few KiB each) without copying them into one buffer.
+    /// QUIC packet, a few KiB each; one on a same-host link) without copying them into one
+    /// buffer.
     pub async fn fetch_segments<Req: Serialize + ?Sized>(
         &self,
         request: &Req,
@@ -78,24 +83,41 @@ impl Connection {
                 limit: MAX_BULK_REQUEST,
             }));
         }
-        let mut recv = match &self.inner {
+        let recv = match &self.inner {
             Link::Quic(conn) => {
                 let (mut send, recv) = conn.open_bi().await?;
                 send.write_all(&payload).await?;
                 send.finish()?;
-                BulkRecv::Quic(recv)
+                (BulkRecv::Quic(recv), [0u8; 9])
             }
             Link::Local(link) => {
-                let mut stream = link.bulk_stream().await?;
                 let mut framed = Vec::with_capacity(4 + payload.len());
                 framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
                 framed.extend_from_slice(&payload);
-                stream.write_all(&framed).await?;
-                BulkRecv::Local(stream, link.clone())
+                let permit = link.bulk_permit().await?;
+                // An idle connection may have been closed by a peer that left: then drop the
+                // others too and try once on a new one.
+                let (stream, header) = match link.idle_stream() {
+                    Some(stream) => match local_exchange(stream, &framed).await {
+                        Ok(answered) => answered,
+                        Err(_) => {
+                            link.clear_idle();
+                            local_exchange(link.new_bulk_stream().await?, &framed).await?
+                        }
+                    },
+                    None => local_exchange(link.new_bulk_stream().await?, &framed).await?,
+                };
+                (BulkRecv::Local(stream, link.clone(), permit), header)
             }
         };
-        let mut header = [0u8; 9];
-        recv.read_header(&mut header).await?;
+        let (mut recv, header) = match recv {
+            (BulkRecv::Quic(mut recv), _) => {
+                let mut header = [0u8; 9];
+                recv.read_exact(&mut header).await?;
+                (BulkRecv::Quic(recv), header)
+            }
+            local => local,
+        };
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&header[1..]);
         let len = u64::from_le_bytes(len_bytes);
@@ -153,36 +175,36 @@ impl Connection {
     }
 }
 
+/// Sends a framed request on a same-host bulk connection and reads the answer's header.
+async fn local_exchange(
+    mut stream: UnixStream,
+    framed: &[u8],
+) -> Result<(UnixStream, [u8; 9]), NetError> {
+    stream.write_all(framed).await?;
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await?;
+    Ok((stream, header))
+}
+
 /// The response side of one bulk request.
 enum BulkRecv {
     Quic(quinn::RecvStream),
-    /// A same-host bulk connection, returned to its link once the response is read.
-    Local(UnixStream, std::sync::Arc<LocalLink>),
+    /// A same-host bulk connection (and its slot), returned to its link once the response is
+    /// read.
+    Local(
+        UnixStream,
+        std::sync::Arc<LocalLink>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
 }
 
 impl BulkRecv {
-    async fn read_header(&mut self, header: &mut [u8; 9]) -> Result<(), NetError> {
-        match self {
-            BulkRecv::Quic(recv) => {
-                recv.read_exact(header).await?;
-            }
-            BulkRecv::Local(stream, link) => {
-                if let Err(e) = stream.read_exact(header).await {
-                    // The serving side ends a bulk connection only when the link is gone.
-                    link.close(&format!("the peer ended a bulk connection: {e}"));
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Reads the `len` bytes of the body into `sink`; a same-host connection then goes back to
     /// its link for the next request.
     async fn read_body(self, len: usize, mut sink: impl FnMut(Bytes)) -> Result<(), NetError> {
         match self {
             BulkRecv::Quic(mut recv) => read_segments(&mut recv, len, sink).await,
-            BulkRecv::Local(mut stream, link) => {
+            BulkRecv::Local(mut stream, link, _permit) => {
                 if len > 0 {
                     let mut body = BytesMut::zeroed(len);
                     stream.read_exact(&mut body).await?;
@@ -265,8 +287,17 @@ impl IncomingBulk {
                 stream,
                 back,
             } => {
-                let request = decode_payload::<Req>(&request)?;
-                return Ok((request, Responder(Respond::Local { stream, back })));
+                let responder = Responder(Respond::Local { stream, back });
+                return match decode_payload::<Req>(&request) {
+                    Ok(request) => Ok((request, responder)),
+                    Err(e) => {
+                        // Only this request fails: the connection stays usable.
+                        let _ = responder
+                            .refuse(&format!("malformed bulk request: {e}"))
+                            .await;
+                        Err(e.into())
+                    }
+                };
             }
         };
         let bytes = match recv.read_to_end(MAX_BULK_REQUEST).await {

@@ -163,6 +163,10 @@ impl ControlStream {
                 Link::Local(link) => link.duplicate_socket(),
                 Link::Quic(_) => None,
             },
+            link: match &self.conn {
+                Link::Local(link) => Some(link.clone()),
+                Link::Quic(_) => None,
+            },
         });
         if let Link::Local(link) = &self.conn {
             link.set_writer(true);
@@ -213,12 +217,25 @@ struct Shared {
     /// On a same-host link, the socket (a duplicate of the writer's): a sender whose message
     /// finds the writer idle writes it itself, saving a wake-up of the writer's thread.
     direct: Option<std::os::unix::net::UnixStream>,
+    /// The same-host link, whose closing stops senders at once.
+    link: Option<Arc<crate::local::LocalLink>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` inconsistent in a way that matters.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why nothing more can be sent: the writer failed, or the same-host link was closed
+    /// (at once, as over QUIC, not only once the writer notices).
+    fn failure(&self, st: &State) -> Option<String> {
+        if let Some(e) = &st.error {
+            return Some(e.clone());
+        }
+        let link = self.link.as_ref()?;
+        link.close_reason()
+            .map(|reason| format!("connection closed: {reason}"))
     }
 
     fn fail(&self, reason: String) {
@@ -266,16 +283,18 @@ async fn writer(shared: Arc<Shared>, mut send: WriteHalf, conn: Link) {
             tokio::select! {
                 () = shared.wake_writer.notified() => {}
                 e = conn.closed_reason() => {
+                    // What was queued before the close goes first: it may end a frame that a
+                    // sender began writing directly.
+                    let rest = std::mem::take(&mut shared.lock().buf);
                     shared.fail(format!("connection closed: {e}"));
                     if let (Link::Local(link), WriteHalf::Local(write)) = (&conn, &mut send) {
                         // Tell the peer why, then close the socket.
-                        if let Some(record) = link.close_record() {
-                            let _ = tokio::time::timeout(
-                                std::time::Duration::from_secs(1),
-                                write.write_all(&record),
-                            )
-                            .await;
-                        }
+                        let record = link.close_record().unwrap_or_default();
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                            write.write_all(&rest).await?;
+                            write.write_all(&record).await
+                        })
+                        .await;
                         link.shutdown();
                     }
                     return;
@@ -286,6 +305,9 @@ async fn writer(shared: Arc<Shared>, mut send: WriteHalf, conn: Link) {
         // One write for everything queued since the last one.
         if let Err(e) = send.write_all(&spare).await {
             shared.fail(format!("write failed: {e}"));
+            if let Link::Local(link) = &conn {
+                link.close(&format!("writing the control stream failed: {e}"));
+            }
             return;
         }
         if spare.capacity() > 4 * 1024 * 1024 {
@@ -350,8 +372,8 @@ impl<T: Serialize> Sender<T> {
             progress.as_mut().enable();
             {
                 let mut st = shared.lock();
-                if let Some(e) = &st.error {
-                    return Err(Self::closed_err(e));
+                if let Some(e) = shared.failure(&st) {
+                    return Err(Self::closed_err(&e));
                 }
                 if st.buf.len() < shared.options.high_water {
                     return self.encode_locked(&mut st, msgs);
@@ -364,8 +386,8 @@ impl<T: Serialize> Sender<T> {
     /// Queues `msg` without waiting, even above the high-water mark.
     pub fn send_now(&self, msg: &T) -> Result<(), NetError> {
         let mut st = self.handle.shared.lock();
-        if let Some(e) = &st.error {
-            return Err(Self::closed_err(e));
+        if let Some(e) = self.handle.shared.failure(&st) {
+            return Err(Self::closed_err(&e));
         }
         self.encode_locked(&mut st, std::slice::from_ref(msg))
     }
@@ -376,8 +398,8 @@ impl<T: Serialize> Sender<T> {
     /// wake-up, and one stream write, for all of them).
     pub fn send_deferred(&self, msg: &T) -> Result<(), NetError> {
         let mut st = self.handle.shared.lock();
-        if let Some(e) = &st.error {
-            return Err(Self::closed_err(e));
+        if let Some(e) = self.handle.shared.failure(&st) {
+            return Err(Self::closed_err(&e));
         }
         self.encode_only(&mut st, std::slice::from_ref(msg))
     }
@@ -446,8 +468,8 @@ impl<T: Serialize> Sender<T> {
             progress.as_mut().enable();
             {
                 let st = shared.lock();
-                if let Some(e) = &st.error {
-                    return Err(Self::closed_err(e));
+                if let Some(e) = shared.failure(&st) {
+                    return Err(Self::closed_err(&e));
                 }
                 if st.written >= target {
                     return Ok(());

@@ -241,6 +241,23 @@ impl Connection {
     }
 }
 
+impl Established {
+    /// For a connection that carries only bulk transfers: keeps its control stream in a task
+    /// that reads it until the peer leaves and then closes the connection, so that
+    /// [`Connection::close_reason`] reports the departure and [`Connection::accept_bulk`] ends
+    /// (a same-host link has no idle timeout to notice it). Call within a tokio runtime.
+    pub fn bulk_only(self) -> Connection {
+        let connection = self.connection.clone();
+        let (keep, mut control) = self.control.split::<(), ()>();
+        tokio::spawn(async move {
+            let _keep = keep;
+            while let Ok(Some(())) = control.recv().await {}
+            connection.close("the peer left");
+        });
+        self.connection
+    }
+}
+
 /// A connection whose hello round trip succeeded, with its control stream.
 ///
 /// The connection stays open while the [`Connection`] handle, the control stream or its
@@ -258,6 +275,8 @@ pub struct Established {
 pub struct Endpoint {
     inner: quinn::Endpoint,
     settings: TransportSettings,
+    /// Same-host links made or accepted through this endpoint.
+    links: local::Tracker,
 }
 
 impl Endpoint {
@@ -269,7 +288,11 @@ impl Endpoint {
     /// A client endpoint bound to `addr`.
     pub fn client_bound(addr: SocketAddr, settings: TransportSettings) -> Result<Self, NetError> {
         let inner = settings.endpoint(addr, None)?;
-        Ok(Self { inner, settings })
+        Ok(Self {
+            inner,
+            settings,
+            links: local::Tracker::default(),
+        })
     }
 
     /// The local address of the socket.
@@ -358,6 +381,9 @@ impl Endpoint {
         if self.settings.local_transport
             && let Some(established) = local::connect(addr, credentials, role).await?
         {
+            if let Link::Local(link) = &established.connection.inner {
+                self.links.track(link);
+            }
             return Ok(established);
         }
         let tls = tls::client_config(&credentials.trust)?;
@@ -386,6 +412,7 @@ impl Endpoint {
 
     /// Closes every connection of this endpoint and waits for the peers to be told.
     pub async fn shutdown(&self) {
+        self.links.close_all("endpoint shut down");
         self.inner
             .close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint shut down");
         self.inner.wait_idle().await;
@@ -553,13 +580,20 @@ impl Listener {
         let endpoint = Endpoint {
             inner: inner.clone(),
             settings: config.transport.clone(),
+            links: local::Tracker::default(),
         };
         let (tx, incoming) = mpsc::channel(256);
         let config = Arc::new(config);
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         let local = if config.transport.local_transport {
             let bound = endpoint.local_addr()?;
-            match local::listen(bound, config.clone(), tx.clone(), pending.clone()) {
+            match local::listen(
+                bound,
+                config.clone(),
+                tx.clone(),
+                pending.clone(),
+                endpoint.links.clone(),
+            ) {
                 Ok(local) => Some(local),
                 Err(e) => {
                     tracing::warn!(error = %e, "no same-host socket; peers on this host use QUIC");

@@ -63,6 +63,8 @@ const OPEN_BULK: u8 = 1;
 const OPEN_LEN: usize = 37;
 /// `SO_SNDBUF` / `SO_RCVBUF` asked for bulk connections.
 const BULK_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Bulk connections of one link open at once (QUIC likewise caps a connection's streams).
+const MAX_BULK_CONNECTIONS: usize = 256;
 /// Idle bulk connections kept per link.
 const MAX_IDLE_BULK: usize = 16;
 
@@ -189,6 +191,8 @@ pub(crate) struct LocalLink {
     /// Whether a control stream writer task runs (it sends the close record).
     writer: std::sync::atomic::AtomicBool,
     idle: Mutex<Vec<UnixStream>>,
+    /// Bulk connections in use or idle (connector side).
+    bulk_slots: Arc<tokio::sync::Semaphore>,
     incoming_tx: mpsc::Sender<IncomingBulk>,
     incoming_rx: tokio::sync::Mutex<mpsc::Receiver<IncomingBulk>>,
 }
@@ -220,6 +224,7 @@ impl LocalLink {
             closed_by_peer: Default::default(),
             writer: Default::default(),
             idle: Mutex::new(Vec::new()),
+            bulk_slots: Arc::new(tokio::sync::Semaphore::new(MAX_BULK_CONNECTIONS)),
             incoming_tx,
             incoming_rx: tokio::sync::Mutex::new(incoming_rx),
         }))
@@ -330,13 +335,32 @@ impl LocalLink {
         }
     }
 
-    /// A bulk connection: an idle one, or a new one (connector side only).
-    pub(crate) async fn bulk_stream(&self) -> Result<UnixStream, NetError> {
+    /// A permit to hold a bulk connection (waits while [`MAX_BULK_CONNECTIONS`] are in use).
+    pub(crate) async fn bulk_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NetError> {
+        self.bulk_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| NetError::LinkClosed {
+                reason: "the link is closed".into(),
+            })
+    }
+
+    /// An idle bulk connection, if there is one (connector side).
+    pub(crate) fn idle_stream(&self) -> Option<UnixStream> {
+        lock(&self.idle).pop()
+    }
+
+    /// Drops every idle bulk connection (one of them failed: the others may be stale too).
+    pub(crate) fn clear_idle(&self) {
+        lock(&self.idle).clear();
+    }
+
+    /// A new bulk connection (connector side only). The link is closed only when the peer's
+    /// socket is gone, not on a transient failure (out of file descriptors, full backlog).
+    pub(crate) async fn new_bulk_stream(&self) -> Result<UnixStream, NetError> {
         if let Some(reason) = self.close_reason() {
             return Err(NetError::LinkClosed { reason });
-        }
-        if let Some(stream) = lock(&self.idle).pop() {
-            return Ok(stream);
         }
         let Some(path) = &self.path else {
             return Err(NetError::Protocol(
@@ -345,12 +369,17 @@ impl LocalLink {
         };
         let mut stream = match UnixStream::connect(path).await {
             Ok(stream) => stream,
-            Err(e) => {
-                // The listener is gone: so is the peer.
-                let reason = format!("the peer's socket {} refused: {e}", path.display());
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                let reason = format!("the peer's socket {} is gone: {e}", path.display());
                 self.close(&reason);
                 return Err(NetError::LinkClosed { reason });
             }
+            Err(e) => return Err(e.into()),
         };
         size_bulk_buffers(&stream);
         stream
@@ -403,6 +432,28 @@ fn size_bulk_buffers(stream: &UnixStream) {
     let socket = socket2::SockRef::from(stream);
     let _ = socket.set_send_buffer_size(BULK_SOCKET_BUFFER);
     let _ = socket.set_recv_buffer_size(BULK_SOCKET_BUFFER);
+}
+
+/// The same-host links of an endpoint (made or accepted through it), closed when it shuts
+/// down, as its QUIC connections are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tracker(Arc<Mutex<Vec<Weak<LocalLink>>>>);
+
+impl Tracker {
+    /// Remembers `link` (and forgets links dropped meanwhile).
+    pub(crate) fn track(&self, link: &Arc<LocalLink>) {
+        let mut links = lock(&self.0);
+        links.retain(|l| l.strong_count() > 0);
+        links.push(Arc::downgrade(link));
+    }
+
+    /// Closes every live link.
+    pub(crate) fn close_all(&self, reason: &str) {
+        let links = std::mem::take(&mut *lock(&self.0));
+        for link in links.iter().filter_map(Weak::upgrade) {
+            link.close(reason);
+        }
+    }
 }
 
 /// Tries the same-host sockets of `addr`. `Ok(None)`: none answered (use QUIC).
@@ -536,6 +587,7 @@ pub(crate) fn listen(
     config: Arc<ListenerConfig>,
     tx: mpsc::Sender<Established>,
     pending: Arc<tokio::sync::Semaphore>,
+    tracker: Tracker,
 ) -> Result<LocalListener, String> {
     let dir = local_dir()?;
     let path = socket_path(&dir, addr);
@@ -561,6 +613,7 @@ pub(crate) fn listen(
                 continue;
             };
             let (config, tx, registry) = (config.clone(), tx.clone(), registry.clone());
+            let tracker = tracker.clone();
             tokio::spawn(async move {
                 let after = config.transport.handshake_timeout;
                 let opened =
@@ -568,6 +621,9 @@ pub(crate) fn listen(
                 drop(permit);
                 match opened {
                     Ok(Ok(Some(established))) => {
+                        if let Link::Local(link) = &established.connection.inner {
+                            tracker.track(link);
+                        }
                         tracing::debug!(role = %established.connection.peer_role(), "peer joined on the same-host socket");
                         let _ = tx.send(established).await;
                     }

@@ -301,3 +301,50 @@ async fn a_departed_peer_fails_fetches_promptly() {
     assert!(!err.to_string().is_empty());
     bounded(est.connection.closed()).await;
 }
+
+#[tokio::test]
+async fn a_malformed_bulk_request_fails_alone() {
+    let mut c = scheduler().await;
+    let (est, server) = linked(&mut c).await;
+    serve_bulk(server.connection.clone(), |key: u64| async move {
+        Ok(Some(pattern(key, 32)))
+    });
+    // Not a u64: refused, and the link (and its pooled connection) still serve.
+    let err = bounded(est.connection.fetch(&vec![0xffu8; 20], 1024))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("malformed bulk request"), "{err}");
+    assert!(est.connection.close_reason().is_none());
+    assert_eq!(
+        bounded(est.connection.fetch(&7u64, 1024)).await.unwrap(),
+        pattern(7, 32)
+    );
+}
+
+#[tokio::test]
+async fn shutting_an_endpoint_down_closes_its_same_host_links() {
+    let mut c = scheduler().await;
+    let endpoint = local_client();
+    let est = bounded(endpoint.connect_ticket(&c.ticket, Role::Worker))
+        .await
+        .unwrap();
+    let server = bounded(c.listener.accept()).await.unwrap();
+    assert!(est.connection.is_local());
+    let (_stx, mut srx) = server.control.split::<Msg, Msg>();
+    let (_tx, _rx) = est.control.split::<Msg, Msg>();
+    bounded(endpoint.shutdown()).await;
+    assert!(est.connection.close_reason().is_some());
+    let err = bounded(srx.recv()).await.unwrap_err();
+    assert!(err.to_string().contains("endpoint shut down"), "{err}");
+
+    // A bulk-only connection learns that its peer left without reading anything itself.
+    let est = bounded(local_client().connect_ticket(&c.ticket, Role::Worker))
+        .await
+        .unwrap();
+    let server = bounded(c.listener.accept()).await.unwrap();
+    let conn = est.bulk_only();
+    let (_stx, _srx) = server.control.split::<Msg, Msg>();
+    server.connection.close("scheduler leaving");
+    let closed = bounded(conn.closed()).await;
+    assert!(closed.to_string().contains("scheduler leaving"), "{closed}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use taskhost_net::{Connection, ControlStream, Established, Listener, NetError, serve_bulk};
+use taskhost_net::{Connection, Listener, NetError, serve_bulk};
 use taskhost_proto::{BulkRequest, ModuleId, Role, TaskKey, WorkerReport};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -47,11 +47,10 @@ where
     .shared()
 }
 
-/// A connection to a peer worker, with the control stream the hello opened (kept open for the
-/// connection's lifetime; chunks travel on bulk streams).
+/// A connection to a peer worker (chunks travel on bulk streams; its control stream only
+/// tells when the peer leaves, see [`taskhost_net::Established::bulk_only`]).
 pub(crate) struct PeerLink {
     connection: Connection,
-    _control: ControlStream,
 }
 
 /// The state of the connection to one peer: being established, established, or failed.
@@ -69,27 +68,16 @@ pub(crate) enum ChunkSource {
 pub(crate) fn spawn_peer_server(inner: Arc<Inner>, mut listener: Listener) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(established) = listener.accept().await {
-            let Established {
-                connection,
-                control,
-            } = established;
+            let connection = established.bulk_only();
             tracing::debug!(
                 remote = %connection.remote_address(),
                 role = %connection.peer_role(),
                 "peer connected"
             );
             let handler_inner = inner.clone();
-            let serving = serve_bulk(connection.clone(), move |request: BulkRequest| {
+            // Ends when the peer leaves.
+            serve_bulk(connection, move |request: BulkRequest| {
                 handler_inner.clone().serve(request)
-            });
-            // Nothing is sent on a peer's control stream: reading it only notices the peer
-            // leaving (a same-host link has no idle timeout), which ends the serving.
-            let (keep, mut control) = control.split::<(), ()>();
-            tokio::spawn(async move {
-                let _keep = keep;
-                while let Ok(Some(())) = control.recv().await {}
-                connection.close("the peer left");
-                let _ = serving.await;
             });
         }
     })
@@ -303,18 +291,13 @@ impl Inner {
                         .connect(addr, &self.peer_credentials, Role::Peer)
                         .await
                     {
-                        Ok(Established {
-                            connection,
-                            control,
-                        }) => {
+                        Ok(established) => {
+                            let connection = established.bulk_only();
                             self.counters
                                 .peer_connections
                                 .fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(peer = %addr, "connected to a peer");
-                            Ok(PeerLink {
-                                connection,
-                                _control: control,
-                            })
+                            Ok(PeerLink { connection })
                         }
                         Err(e) => {
                             tracing::warn!(peer = %addr, error = %e, "cannot connect to a peer");
