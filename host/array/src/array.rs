@@ -1174,6 +1174,25 @@ impl Array {
         None
     }
 
+    /// Block `(i, p)` of `self` as an operand of `matmul_nt_sum` or `syrk_sum`: for an array
+    /// made by `random` (with fusion on, as its fused consumers do), the generator
+    /// `[seed, rows, cols]` from which the kernel makes the block itself (no `random` task, no
+    /// 8 MB block stored and moved to the task); else the stored block.
+    fn operand<'a>(&self, a_blocks: &'a [Handle<Raw>], i: usize, p: usize) -> Arg<'a> {
+        let kk = self.chunks[1].len();
+        match self.random.filter(|_| self.expr.is_none() && self.fuses()) {
+            Some(seed) => {
+                let words = [
+                    chunk::block_seed(seed, (i * kk + p) as u64) as i64,
+                    self.chunks[0][i] as i64,
+                    self.chunks[1][p] as i64,
+                ];
+                Arg::Lit(chunk::i64s(&[3], &words))
+            }
+            None => Arg::Block(&a_blocks[i * kk + p]),
+        }
+    }
+
     /// Diagonal block `(i, i)` of `self . self^T` from `self`'s blocks: `sum_p A[i,p] .
     /// A[i,p]^T` in `syrk_sum` tasks of up to [`MAX_MATMUL_GROUP`] blocks, which compute the
     /// upper triangle of each product and mirror it (half the work of `matmul_sum`, and no
@@ -1193,7 +1212,7 @@ impl Array {
                 None => Arg::Lit(spec.clone()),
             }];
             for p in start..(start + group).min(kk) {
-                args.push(Arg::Block(&a_blocks[i * kk + p]));
+                args.push(self.operand(a_blocks, i, p));
             }
             c = Some(self.ctx.call("syrk_sum", &args));
         }
@@ -1216,8 +1235,8 @@ impl Array {
                 None => Arg::Lit(spec.clone()),
             }];
             for p in start..(start + group).min(kk) {
-                args.push(Arg::Block(&a_blocks[i * kk + p]));
-                args.push(Arg::Block(&a_blocks[j * kk + p]));
+                args.push(self.operand(a_blocks, i, p));
+                args.push(self.operand(a_blocks, j, p));
             }
             c = Some(self.ctx.call("matmul_nt_sum", &args));
         }

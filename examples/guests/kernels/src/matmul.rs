@@ -290,7 +290,8 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     };
     let (mc, cat) = parse(&c, "c")?;
     for block in &blocks {
-        let (ma, aat) = parse(block, "a")?;
+        let block = operand(block, "a")?;
+        let (ma, aat) = parse(&block, "a")?;
         if ma.ndim() != 2 {
             bail!("syrk_sum takes 2-D blocks, got shape {:?}", ma.shape);
         }
@@ -318,6 +319,34 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     Ok(c)
 }
 
+/// An operand of `matmul_nt_sum` or `syrk_sum`: the block itself, or, for an int64 chunk
+/// `[seed, rows, cols]`, the float64 block that `random` makes from that seed (element `i`,
+/// row-major, is `uniform(seed, i)`), generated here rather than stored and moved. A 2-D
+/// block is never a 1-D int64 chunk, so the two cannot be confused.
+fn operand<'a>(bytes: &'a [u8], what: &str) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let (meta, at) = parse(bytes, what)?;
+    if meta.dtype != DType::I64 || meta.ndim() != 1 {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let words: Vec<i64> = bytes[at..]
+        .chunks_exact(8)
+        .map(|w| i64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .collect();
+    let [seed, rows, cols] = words[..] else {
+        bail!("{what}: a generated operand is [seed, rows, cols], got {words:?}");
+    };
+    if rows < 0 || cols < 0 {
+        bail!("{what}: a generated operand is [seed, rows, cols], got {words:?}");
+    }
+    let spec = Meta::new(DType::F64, &[rows as usize, cols as usize]).header();
+    let mut seed_chunk = Meta::new(DType::I64, &[]).header();
+    seed_chunk.extend_from_slice(&seed.to_le_bytes());
+    Ok(std::borrow::Cow::Owned(crate::ops::random(
+        &spec,
+        &seed_chunk,
+    )?))
+}
+
 /// `matmul_nt_sum(c, a1, b1, a2, b2, ...)`: `c + a1 . b1^T + a2 . b2^T + ...` for `m x k_i`
 /// blocks `a_i` and `n x k_i` blocks `b_i`, written into `c`'s buffer; `c` may be a spec (the
 /// sum then starts from zeros). `matmul_sum` with the second block of each pair transposed,
@@ -338,8 +367,9 @@ pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     };
     let (mc, cat) = parse(&c, "c")?;
     for pair in pairs.chunks_exact(2) {
-        let (ma, aat) = parse(&pair[0], "a")?;
-        let (mb, bat) = parse(&pair[1], "b")?;
+        let (a_block, b_block) = (operand(&pair[0], "a")?, operand(&pair[1], "b")?);
+        let (ma, aat) = parse(&a_block, "a")?;
+        let (mb, bat) = parse(&b_block, "b")?;
         if ma.ndim() != 2 || mb.ndim() != 2 || ma.shape[1] != mb.shape[1] || ma.dtype != mb.dtype {
             bail!(
                 "matmul_nt_sum: blocks {:?} ({}) and {:?} ({}) are not an m x k and an n x k block",
@@ -359,7 +389,7 @@ pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
                 ma.dtype.name()
             );
         }
-        let (a, b) = (&pair[0][aat..], &pair[1][bat..]);
+        let (a, b) = (&a_block[aat..], &b_block[bat..]);
         match ma.dtype {
             DType::F64 => gemm_f64::<false>(&mut c[cat..], a, BSource::TransposeOf(b), m, k, n),
             other => with_dtype!(other, T => {

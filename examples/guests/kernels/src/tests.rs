@@ -830,3 +830,56 @@ fn matmul_nt_sum_takes_the_second_blocks_transposed() {
     let b = f64s(&[4, 3], 0).0;
     assert!(call("matmul_nt_sum", vec![spec(DType::F64, &[4, 2]), a, b]).is_err());
 }
+
+#[test]
+fn products_generate_random_operands_from_their_seeds() {
+    // [seed, rows, cols] stands for the block `random` makes from that seed.
+    let seeded =
+        |seed: i64, rows: usize, cols: usize| from_i64(&[3], &[seed, rows as i64, cols as i64]);
+    let block = |seed: i64, rows: usize, cols: usize| {
+        call(
+            "random",
+            vec![spec(DType::F64, &[rows, cols]), from_i64(&[], &[seed])],
+        )
+        .unwrap()
+    };
+    let (m, k, n) = (9, 300, 7);
+    let stored = run(
+        "matmul_nt_sum",
+        vec![spec(DType::F64, &[m, n]), block(3, m, k), block(4, n, k)],
+    );
+    let generated = run(
+        "matmul_nt_sum",
+        vec![spec(DType::F64, &[m, n]), seeded(3, m, k), seeded(4, n, k)],
+    );
+    assert_eq!(stored, generated);
+    let mixed = run(
+        "matmul_nt_sum",
+        vec![spec(DType::F64, &[m, n]), block(3, m, k), seeded(4, n, k)],
+    );
+    assert_eq!(stored, mixed);
+    let stored = run(
+        "syrk_sum",
+        vec![spec(DType::F64, &[m, m]), block(5, m, k), block(6, m, 2)],
+    );
+    let generated = run(
+        "syrk_sum",
+        vec![spec(DType::F64, &[m, m]), seeded(5, m, k), seeded(6, m, 2)],
+    );
+    assert_eq!(stored, generated);
+    // A generator is three int64 words, not negative sizes.
+    assert!(
+        call(
+            "syrk_sum",
+            vec![spec(DType::F64, &[2, 2]), from_i64(&[2], &[1, 2])]
+        )
+        .is_err()
+    );
+    assert!(
+        call(
+            "syrk_sum",
+            vec![spec(DType::F64, &[2, 2]), from_i64(&[3], &[1, -2, 2])]
+        )
+        .is_err()
+    );
+}
