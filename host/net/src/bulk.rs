@@ -206,8 +206,18 @@ impl BulkRecv {
             BulkRecv::Quic(mut recv) => read_segments(&mut recv, len, sink).await,
             BulkRecv::Local(mut stream, link, _permit) => {
                 if len > 0 {
-                    let mut body = BytesMut::zeroed(len);
-                    stream.read_exact(&mut body).await?;
+                    // Read straight into spare capacity (no zeroing of a buffer about to be
+                    // overwritten).
+                    let mut body = BytesMut::with_capacity(len);
+                    while body.len() < len {
+                        let mut limited = (&mut stream).take((len - body.len()) as u64);
+                        if limited.read_buf(&mut body).await? == 0 {
+                            return Err(NetError::Protocol(format!(
+                                "bulk connection ended after {} of {len} bytes",
+                                body.len()
+                            )));
+                        }
+                    }
                     sink(body.freeze());
                 }
                 link.reuse(stream);
