@@ -3,7 +3,9 @@
 //! Every task is a call of the example guest's `bench_kernel<N>` (N = number of dependencies,
 //! 0 to [`MAX_ARITY`]): it busy-waits `micros` microseconds, returns `bytes` bytes (at least 8),
 //! and its value (the first 8 bytes) is `salt + 1 + the sum of its dependencies' values`, so the
-//! driver checks every result it gathers against the same recurrence computed here.
+//! driver checks every result it gathers against the same recurrence computed here. Zero-work
+//! `trivial` tasks and the latency probe call the lean guest's `bench_kernel0` instead (no WASI,
+//! a cheaper instance), unless [`Target::wasi_guest`] is set.
 //!
 //! Shapes follow Task Bench (Slaughter et al., SC20) with width W and height H, and the RSDS
 //! study (Boehm & Beranek) for `merge` and `tree`; see [`Shape`].
@@ -383,6 +385,10 @@ pub struct Target {
     pub client: Client,
     /// The example guest, registered.
     pub module: Module,
+    /// The lean guest (no WASI), registered: runs zero-work trivial tasks and the latency probe.
+    pub lean: Module,
+    /// Run everything on the example guest.
+    pub wasi_guest: bool,
     /// Execution slots over all workers.
     pub cores: usize,
     /// The process measured: "self" for the embedded cluster, the scheduler's pid otherwise.
@@ -393,11 +399,16 @@ pub struct Target {
 }
 
 impl Target {
-    /// Registers the example guest through `client`.
+    /// Registers the example and lean guests through `client`.
     pub async fn new(client: Client, cores: usize, pid: Option<u32>) -> Result<Target> {
         let module = client
             .module(taskhost_guest_artifacts::read(
                 taskhost_guest_artifacts::EXAMPLE_GUEST,
+            ))
+            .await?;
+        let lean = client
+            .module(taskhost_guest_artifacts::read(
+                taskhost_guest_artifacts::LEAN_GUEST,
             ))
             .await?;
         let nonce = std::time::SystemTime::now()
@@ -407,6 +418,8 @@ impl Target {
         Ok(Target {
             client,
             module,
+            lean,
+            wasi_guest: false,
             cores: cores.max(1),
             pid: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()),
             worker_pids: Vec::new(),
@@ -419,12 +432,21 @@ impl Target {
         self.nonce
     }
 
+    /// The module whose kernels run `spec`: the lean guest for zero-work trivial tasks.
+    fn module_for(&self, spec: &Spec) -> &Module {
+        if spec.shape == Shape::Trivial && spec.micros == 0 && !self.wasi_guest {
+            &self.lean
+        } else {
+            &self.module
+        }
+    }
+
     /// Builds, runs and checks `spec` once.
     pub async fn run(&mut self, spec: &Spec) -> Result<RunResult> {
         let nonce = self.next_nonce();
         let t = Instant::now();
         let g = Graph::with_capacity(spec.tasks());
-        let built = build(&g, &self.module, spec, nonce)?;
+        let built = build(&g, self.module_for(spec), spec, nonce)?;
         let build_s = t.elapsed().as_secs_f64();
         let tasks = g.len();
         reset_peak_rss(&self.pid);
@@ -529,7 +551,12 @@ impl Target {
         for i in 0..iters + warmup {
             let g = Graph::new();
             let salt = (nonce << 32) | i as u64;
-            let h = g.call::<Raw>(&self.module, "bench_kernel0", (params(0, 8, salt),))?;
+            let module = if self.wasi_guest {
+                &self.module
+            } else {
+                &self.lean
+            };
+            let h = g.call::<Raw>(module, "bench_kernel0", (params(0, 8, salt),))?;
             let t = Instant::now();
             let v = self.client.compute(&h).await?;
             let d = t.elapsed();

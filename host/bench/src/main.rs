@@ -52,6 +52,10 @@ struct ClusterArgs {
     /// Embedded cluster: send tasks to workers only once their inputs are computed.
     #[arg(long, global = true)]
     no_early_dispatch: bool,
+    /// Run zero-work trivial tasks and the latency probe on the wasip2 example guest too
+    /// (default: on the lean guest, whose instances are cheaper).
+    #[arg(long, global = true)]
+    wasi_guest: bool,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +214,7 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
             };
             let mut target = Target::new(client, cores, c.scheduler_pid).await?;
             target.worker_pids = c.worker_pids.clone();
+            target.wasi_guest = c.wasi_guest;
             Ok(target)
         }
         None => {
@@ -219,7 +224,9 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
                 .early_dispatch(!c.no_early_dispatch)
                 .client()
                 .await?;
-            Target::new(client, c.workers * c.slots as usize, None).await
+            let mut target = Target::new(client, c.workers * c.slots as usize, None).await?;
+            target.wasi_guest = c.wasi_guest;
+            Ok(target)
         }
     }
 }

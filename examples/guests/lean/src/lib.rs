@@ -44,4 +44,24 @@ taskhost_guest::export_tasks! {
     fn panic(message: String) -> u64 {
         panic!("{message}")
     }
+
+    /// The zero-work benchmark kernel of `taskhost-bench` (as the example guest's
+    /// `bench_kernel0`, without its busy-wait: this guest has no clock). `params` is
+    /// `micros: u64` (must be 0), `bytes: u32`, `salt: u64`, little-endian; returns at least 8
+    /// and at least `bytes` bytes, the first 8 being `salt + 1`.
+    raw fn bench_kernel0(params: &[u8]) -> Result<Vec<u8>, String> {
+        let field = |range: std::ops::Range<usize>| params.get(range).unwrap_or_default();
+        if params.len() != 20 {
+            return Err(format!("bench kernel parameters are 20 bytes, got {}", params.len()));
+        }
+        let micros = u64::from_le_bytes(field(0..8).try_into().unwrap_or_default());
+        if micros != 0 {
+            return Err("the lean guest has no clock: busy-wait kernels run on the example guest".into());
+        }
+        let bytes = u32::from_le_bytes(field(8..12).try_into().unwrap_or_default()) as usize;
+        let salt = u64::from_le_bytes(field(12..20).try_into().unwrap_or_default());
+        let mut out = vec![0u8; bytes.max(8)];
+        out[0..8].copy_from_slice(&salt.wrapping_add(1).to_le_bytes());
+        Ok(out)
+    }
 }
