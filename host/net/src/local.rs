@@ -591,6 +591,7 @@ pub(crate) fn listen(
 ) -> Result<LocalListener, String> {
     let dir = local_dir()?;
     let path = socket_path(&dir, addr);
+    remove_dead_sockets(&dir);
     // A socket left by a process that died; a live listener cannot hold our UDP address.
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -639,6 +640,23 @@ pub(crate) fn listen(
     Ok(LocalListener { path, task })
 }
 
+/// Removes the sockets in `dir` that nobody listens on any more (left by processes that were
+/// killed), so that the directory does not grow without bound.
+fn remove_dead_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "sock")
+            && let Err(e) = std::os::unix::net::UnixStream::connect(&path)
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Reads the opening of a same-host connection: a control link (returned once its hello
 /// succeeded) or a bulk connection of a known link (served in its own task).
 async fn accept_one(
@@ -648,7 +666,11 @@ async fn accept_one(
     registry: &Registry,
 ) -> Result<Option<Established>, NetError> {
     let mut open = [0u8; OPEN_LEN];
-    stream.read_exact(&mut open).await?;
+    // A connection closed at once is a liveness probe (see `remove_dead_sockets`): no noise.
+    if stream.read(&mut open[..1]).await? == 0 {
+        return Ok(None);
+    }
+    stream.read_exact(&mut open[1..]).await?;
     let protocol = u32::from_le_bytes(open[..4].try_into().unwrap_or_default());
     let body: [u8; 32] = open[5..].try_into().unwrap_or_default();
     if protocol != PROTOCOL {
