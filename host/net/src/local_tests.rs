@@ -7,7 +7,9 @@ use taskhost_proto::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::tests::{Cluster, Msg, bounded, loopback, nothing_within, pattern, scheduler};
+use crate::tests::{
+    Cluster, Msg, bounded, first_send_error, loopback, nothing_within, pattern, scheduler,
+};
 use crate::*;
 
 fn local_client() -> Endpoint {
@@ -68,15 +70,7 @@ async fn same_host_link_carries_messages_both_ways_and_closes() {
         "{closed}"
     );
     assert!(est.connection.close_reason().is_some());
-    let err = bounded(async {
-        loop {
-            if let Err(e) = stx.send(&Msg::Ping(2)).await {
-                break e;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let err = first_send_error(&stx).await;
     assert!(err.to_string().contains("closed"), "{err}");
 }
 

@@ -55,6 +55,19 @@ pub(crate) async fn scheduler() -> Cluster {
     }
 }
 
+/// Sends pings until a send fails (the stream closed), within the test bound.
+pub(crate) async fn first_send_error(tx: &Sender<Msg>) -> NetError {
+    bounded(async {
+        loop {
+            if let Err(e) = tx.send(&Msg::Ping(2)).await {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// A client endpoint that always uses QUIC (these tests are about QUIC and TLS; the same-host
 /// sockets have their own tests in `local_tests.rs`).
 fn client() -> Endpoint {
@@ -98,15 +111,7 @@ async fn hello_success_and_messages_both_ways() {
     // Once the connection is closed, sending fails promptly with the reason.
     server.connection.close("scheduler shutting down");
     let _ = bounded(est.connection.closed()).await;
-    let err = bounded(async {
-        loop {
-            if let Err(e) = stx.send(&Msg::Ping(2)).await {
-                break e;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let err = first_send_error(&stx).await;
     assert!(err.to_string().contains("closed"), "{err}");
     assert!(bounded(rx.recv()).await.is_err());
 }
