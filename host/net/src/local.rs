@@ -592,7 +592,15 @@ pub(crate) fn listen(
     let dir = local_dir()?;
     let path = socket_path(&dir, addr);
     remove_dead_sockets(&dir);
-    // A socket left by a process that died; a live listener cannot hold our UDP address.
+    // A live listener at this name can only be in another network namespace sharing the
+    // directory: leave it alone (peers here then use QUIC).
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(format!(
+            "{} belongs to a live listener (another network namespace?)",
+            path.display()
+        ));
+    }
+    // A socket left by a process that died.
     let _ = std::fs::remove_file(&path);
     let listener =
         UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
