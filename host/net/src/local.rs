@@ -456,7 +456,10 @@ impl Tracker {
     }
 }
 
-/// Tries the same-host sockets of `addr`. `Ok(None)`: none answered (use QUIC).
+/// Tries the same-host sockets of `addr`. `Ok(None)`: none accepted us (use QUIC). A refusal
+/// here also falls back to QUIC, which then gives the peer's answer with the certainty of TLS:
+/// the socket of another network namespace sharing the directory may stand at this name, and
+/// falling back costs nothing but a handshake.
 pub(crate) async fn connect(
     addr: SocketAddr,
     credentials: &Credentials,
@@ -472,20 +475,12 @@ pub(crate) async fn connect(
         };
         match client_handshake(stream, &path, addr, credentials, role).await {
             Ok(established) => return Ok(Some(established)),
-            Err(Attempt::Unavailable(e)) => {
+            Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "same-host handshake failed; trying QUIC");
             }
-            Err(Attempt::Final(e)) => return Err(e),
         }
     }
     Ok(None)
-}
-
-/// How a same-host attempt failed: before the peer answered as taskhost (try QUIC), or with an
-/// answer that QUIC would get too.
-enum Attempt {
-    Unavailable(NetError),
-    Final(NetError),
 }
 
 async fn read_frame(
@@ -513,37 +508,31 @@ async fn client_handshake(
     addr: SocketAddr,
     credentials: &Credentials,
     role: Role,
-) -> Result<Established, Attempt> {
-    let unavailable = |e: std::io::Error| Attempt::Unavailable(e.into());
-    let nonce_c = crate::identity::random_bytes().map_err(Attempt::Final)?;
+) -> Result<Established, NetError> {
+    let nonce_c = crate::identity::random_bytes()?;
     stream
         .write_all(&open_header(OPEN_CONTROL, &nonce_c))
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let mut answer = [0u8; 64];
-    stream.read_exact(&mut answer).await.map_err(unavailable)?;
+    stream.read_exact(&mut answer).await?;
     let nonce_s: [u8; 32] = answer[..32].try_into().unwrap_or_default();
     let ca: [u8; 32] = answer[32..].try_into().unwrap_or_default();
     if let Trust::PinnedCa(pinned) = credentials.trust
         && pinned.0 != ca
     {
-        return Err(Attempt::Final(NetError::PinMismatch { pinned }));
+        return Err(NetError::PinMismatch { pinned });
     }
     let binding = binding(&nonce_c, &nonce_s, &ca);
     let hello = Hello::new(
         role,
         tls::proof(&credentials.token, &binding, Side::Connector, role),
     );
-    let frame = encode(&hello).map_err(|e| Attempt::Final(e.into()))?;
-    stream.write_all(&frame).await.map_err(unavailable)?;
+    stream.write_all(&encode(&hello)?).await?;
     let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
-    let payload = read_frame(&mut stream, &mut decoder)
-        .await
-        .map_err(Attempt::Unavailable)?;
-    let peer_role = check_reply(&payload, credentials, &binding).map_err(Attempt::Final)?;
+    let payload = read_frame(&mut stream, &mut decoder).await?;
+    let peer_role = check_reply(&payload, credentials, &binding)?;
     let secret = link_secret(&credentials.token, &binding);
-    let link =
-        LocalLink::new(addr, Some(path.to_path_buf()), secret, &stream).map_err(Attempt::Final)?;
+    let link = LocalLink::new(addr, Some(path.to_path_buf()), secret, &stream)?;
     Ok(established(link, peer_role, stream, decoder))
 }
 

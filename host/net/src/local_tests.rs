@@ -162,6 +162,8 @@ async fn refused(ticket: &JoinTicket, needle: &str) {
     assert!(err.to_string().contains(needle), "{err}");
 }
 
+/// The socket refuses each of these; the connector then tries QUIC, which refuses them too with
+/// the same messages, and the listener yields no connection from either.
 #[tokio::test]
 async fn same_host_wrong_token_and_wrong_ca_are_refused() {
     let mut c = scheduler().await;
