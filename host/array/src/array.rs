@@ -1092,7 +1092,27 @@ impl Array {
             + first(&other.chunks, 0) * first(&other.chunks, 1))
             * self.dtype.size();
         let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
-        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], other.chunks[1][j]]);
+        let out = [self.chunks[0][i], other.chunks[1][j]];
+        self.contraction("matmul_sum", out, kk, group, |p| {
+            vec![
+                Arg::Block(&a_blocks[i * kk + p]),
+                Arg::Block(&b_blocks[p * nj + j]),
+            ]
+        })
+    }
+
+    /// A chain of `kernel` tasks over the contraction index `0..kk`, `group` terms per task:
+    /// the first starts from an empty block of `out` rows and columns, each next one adds its
+    /// terms to the previous partial; `term(p)` gives term `p`'s operands.
+    fn contraction<'a>(
+        &self,
+        kernel: &str,
+        out: [usize; 2],
+        kk: usize,
+        group: usize,
+        term: impl Fn(usize) -> Vec<Arg<'a>>,
+    ) -> Handle<Raw> {
+        let spec = chunk::spec(self.dtype, &out);
         let mut c: Option<Handle<Raw>> = None;
         for start in (0..kk).step_by(group) {
             let mut args = vec![match &c {
@@ -1100,10 +1120,9 @@ impl Array {
                 None => Arg::Lit(spec.clone()),
             }];
             for p in start..(start + group).min(kk) {
-                args.push(Arg::Block(&a_blocks[i * kk + p]));
-                args.push(Arg::Block(&b_blocks[p * nj + j]));
+                args.extend(term(p));
             }
-            c = Some(self.ctx.call("matmul_sum", &args));
+            c = Some(self.ctx.call(kernel, &args));
         }
         c.expect("at least one contraction block")
     }
@@ -1204,19 +1223,10 @@ impl Array {
         // Grouped as `matmul_sum` groups the pairs of the other blocks, so that a chained
         // partial holds the same products.
         let group = (MATMUL_TASK_BYTES / (2 * block_bytes).max(1)).clamp(1, MAX_MATMUL_GROUP);
-        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], self.chunks[0][i]]);
-        let mut c: Option<Handle<Raw>> = None;
-        for start in (0..kk).step_by(group) {
-            let mut args = vec![match &c {
-                Some(c) => Arg::Block(c),
-                None => Arg::Lit(spec.clone()),
-            }];
-            for p in start..(start + group).min(kk) {
-                args.push(self.operand(a_blocks, i, p));
-            }
-            c = Some(self.ctx.call("syrk_sum", &args));
-        }
-        c.expect("at least one contraction block")
+        let out = [self.chunks[0][i], self.chunks[0][i]];
+        self.contraction("syrk_sum", out, kk, group, |p| {
+            vec![self.operand(a_blocks, i, p)]
+        })
     }
 
     /// Block `(i, j)` of `self . self^T` from `self`'s blocks: `sum_p A[i,p] . A[j,p]^T` in
@@ -1227,20 +1237,10 @@ impl Array {
         let first = |axis: usize| self.chunks[axis].first().copied().unwrap_or(1).max(1);
         let pair_bytes = 2 * first(0) * first(1) * self.dtype.size();
         let group = (MATMUL_TASK_BYTES / pair_bytes.max(1)).clamp(1, MAX_MATMUL_GROUP);
-        let spec = chunk::spec(self.dtype, &[self.chunks[0][i], self.chunks[0][j]]);
-        let mut c: Option<Handle<Raw>> = None;
-        for start in (0..kk).step_by(group) {
-            let mut args = vec![match &c {
-                Some(c) => Arg::Block(c),
-                None => Arg::Lit(spec.clone()),
-            }];
-            for p in start..(start + group).min(kk) {
-                args.push(self.operand(a_blocks, i, p));
-                args.push(self.operand(a_blocks, j, p));
-            }
-            c = Some(self.ctx.call("matmul_nt_sum", &args));
-        }
-        c.expect("at least one contraction block")
+        let out = [self.chunks[0][i], self.chunks[0][j]];
+        self.contraction("matmul_nt_sum", out, kk, group, |p| {
+            vec![self.operand(a_blocks, i, p), self.operand(a_blocks, j, p)]
+        })
     }
 
     /// `self . self^T` (float64): only the output blocks `(i, j)` with `i <= j` are products,
