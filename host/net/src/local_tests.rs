@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::tests::{
-    Cluster, Msg, bounded, first_send_error, loopback, nothing_within, pattern, scheduler,
+    Cluster, Msg, bounded, first_send_error, garbage_frame_is_refused, loopback, nothing_within,
+    pattern, scheduler,
 };
 use crate::*;
 
@@ -78,15 +79,7 @@ async fn same_host_link_carries_messages_both_ways_and_closes() {
 async fn garbage_on_a_same_host_control_stream_closes_with_reason() {
     let mut c = scheduler().await;
     let (mut est, server) = linked(&mut c).await;
-    let (_stx, mut srx) = server.control.split::<Msg, Msg>();
-    // A frame whose payload is not a Msg (variant 200).
-    est.control
-        .send
-        .write_all(&[2, 0, 0, 0, 200, 1])
-        .await
-        .unwrap();
-    let err = bounded(srx.recv()).await.unwrap_err();
-    assert!(err.to_string().contains("malformed frame payload"), "{err}");
+    let _server = garbage_frame_is_refused(&mut est, server).await;
     // The sender learns why once it reads its stream.
     let (_tx, mut rx) = est.control.split::<Msg, Msg>();
     let err = bounded(rx.recv()).await.unwrap_err();

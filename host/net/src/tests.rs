@@ -55,6 +55,24 @@ pub(crate) async fn scheduler() -> Cluster {
     }
 }
 
+/// Writes a frame whose payload is not a `Msg` (variant 200) on `est`'s control stream and
+/// checks that `server`'s receiver refuses it; returns the server's halves (its sender's
+/// writer is what tells the peer why the connection closed).
+pub(crate) async fn garbage_frame_is_refused(
+    est: &mut Established,
+    server: Established,
+) -> (Sender<Msg>, Receiver<Msg>) {
+    let (stx, mut srx) = server.control.split::<Msg, Msg>();
+    est.control
+        .send
+        .write_all(&[2, 0, 0, 0, 200, 1])
+        .await
+        .unwrap();
+    let err = bounded(srx.recv()).await.unwrap_err();
+    assert!(err.to_string().contains("malformed frame payload"), "{err}");
+    (stx, srx)
+}
+
 /// Sends pings until a send fails (the stream closed), within the test bound.
 pub(crate) async fn first_send_error(tx: &Sender<Msg>) -> NetError {
     bounded(async {
@@ -372,15 +390,7 @@ async fn garbage_on_control_stream_closes_with_reason() {
         .await
         .unwrap();
     let server = bounded(c.listener.accept()).await.unwrap();
-    let (_stx, mut srx) = server.control.split::<Msg, Msg>();
-    // A frame whose payload is not a Msg (variant 200).
-    est.control
-        .send
-        .write_all(&[2, 0, 0, 0, 200, 1])
-        .await
-        .unwrap();
-    let err = bounded(srx.recv()).await.unwrap_err();
-    assert!(err.to_string().contains("malformed frame payload"), "{err}");
+    let _server = garbage_frame_is_refused(&mut est, server).await;
     let closed = bounded(est.connection.closed()).await;
     assert!(
         closed.to_string().contains("malformed control stream"),
