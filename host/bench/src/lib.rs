@@ -1,11 +1,13 @@
 //! Task Bench shapes, METG(50%) and submit-to-result latency on a taskhost cluster.
 //!
-//! Every task is a call of the example guest's `bench_kernel<N>` (N = number of dependencies,
-//! 0 to [`MAX_ARITY`]): it busy-waits `micros` microseconds, returns `bytes` bytes (at least 8),
-//! and its value (the first 8 bytes) is `salt + 1 + the sum of its dependencies' values`, so the
-//! driver checks every result it gathers against the same recurrence computed here. Zero-work
-//! `trivial` tasks and the latency probe call the lean guest's `bench_kernel0` instead (no WASI,
-//! a cheaper instance), unless [`Target::wasi_guest`] is set.
+//! Every task is a call of the lean guest's `bench_spin<N>` (N = number of dependencies, 0 to
+//! [`MAX_ARITY`]): it runs a compute-bound loop for as many rounds as `micros` microseconds
+//! take (the driver calibrates rounds per microsecond on the cluster first, see
+//! [`Target::calibrate`]), returns `bytes` bytes (at least 8), and its value (the first 8
+//! bytes) is `salt + 1 + the sum of its dependencies' values`, so the driver checks every result
+//! it gathers against the same recurrence computed here. With [`Target::wasi_guest`] the tasks
+//! call the example guest's `bench_kernel<N>` instead, which busy-waits on the WASI clock (a
+//! dearer instance per task: WASI is wired in, and the loop asks the host for the time).
 //!
 //! Shapes follow Task Bench (Slaughter et al., SC20) with width W and height H, and the RSDS
 //! study (Boehm & Beranek) for `merge` and `tree`; see [`Shape`].
@@ -16,8 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use taskhost_client::{Args, Client, Graph, Handle, Module, Raw};
 
-/// The largest number of dependencies one kernel call takes (the guest exports
-/// `bench_kernel0` to `bench_kernel8`).
+/// The largest number of dependencies one kernel call takes (the guests export
+/// `bench_spin0` to `bench_spin8` and `bench_kernel0` to `bench_kernel8`).
 pub const MAX_ARITY: usize = 8;
 
 /// A graph shape.
@@ -216,10 +218,23 @@ pub struct Built {
     pub expected: Vec<u64>,
 }
 
+/// The kernels a graph calls: a module, the prefix of their names (`bench_spin` or
+/// `bench_kernel`, followed by the number of dependencies) and the first parameter of every
+/// call (spin rounds, or microseconds of busy-waiting).
+#[derive(Clone, Copy)]
+pub struct Kernels<'a> {
+    /// The module exporting them.
+    pub module: &'a Module,
+    /// Their names without the number of dependencies.
+    pub prefix: &'a str,
+    /// The work of every call, in the unit the kernels take.
+    pub work: u64,
+}
+
 /// Adds one kernel call with the given dependencies.
 fn kernel(
     g: &Graph,
-    m: &Module,
+    k: &Kernels<'_>,
     p: &Raw,
     deps: &[(&Handle<Raw>, u64)],
     salt: u64,
@@ -234,23 +249,15 @@ fn kernel(
         args = args.arg(*h);
         value = value.wrapping_add(*v);
     }
-    let h = g.call::<Raw>(m, &format!("bench_kernel{}", deps.len()), args)?;
+    let h = g.call::<Raw>(k.module, &format!("{}{}", k.prefix, deps.len()), args)?;
     Ok((h, value))
 }
 
 /// Builds the graph of `spec` in `g`; `nonce` makes its keys differ from earlier runs'.
-pub fn build(g: &Graph, m: &Module, spec: &Spec, nonce: u64) -> Result<Built> {
-    let shared = params(spec.micros, spec.bytes, 0);
+pub fn build(g: &Graph, k: &Kernels<'_>, spec: &Spec, nonce: u64) -> Result<Built> {
+    let shared = params(k.work, spec.bytes, 0);
     let salt = |i: usize| (nonce << 32) | i as u64;
-    let leaf = |i: usize| {
-        kernel(
-            g,
-            m,
-            &params(spec.micros, spec.bytes, salt(i)),
-            &[],
-            salt(i),
-        )
-    };
+    let leaf = |i: usize| kernel(g, k, &params(k.work, spec.bytes, salt(i)), &[], salt(i));
     let width = spec.width.max(1);
     match spec.shape {
         Shape::Trivial => {
@@ -271,7 +278,7 @@ pub fn build(g: &Graph, m: &Module, spec: &Spec, nonce: u64) -> Result<Built> {
                 for group in level.chunks(fan_in) {
                     let deps: Vec<(&Handle<Raw>, u64)> =
                         group.iter().map(|(h, v)| (h, *v)).collect();
-                    next.push(kernel(g, m, &shared, &deps, 0)?);
+                    next.push(kernel(g, k, &shared, &deps, 0)?);
                 }
                 level = next;
             }
@@ -296,7 +303,7 @@ pub fn build(g: &Graph, m: &Module, spec: &Spec, nonce: u64) -> Result<Built> {
                 for deps in &deps_of {
                     let d: Vec<(&Handle<Raw>, u64)> =
                         deps.iter().map(|&j| (&row[j].0, row[j].1)).collect();
-                    next.push(kernel(g, m, &shared, &d, 0)?);
+                    next.push(kernel(g, k, &shared, &d, 0)?);
                 }
                 row = next;
             }
@@ -385,10 +392,12 @@ pub struct Target {
     pub client: Client,
     /// The example guest, registered.
     pub module: Module,
-    /// The lean guest (no WASI), registered: runs zero-work trivial tasks and the latency probe.
+    /// The lean guest (no WASI), registered: runs every task unless `wasi_guest` is set.
     pub lean: Module,
-    /// Run everything on the example guest.
+    /// Run every task on the example guest (busy-waiting on the WASI clock).
     pub wasi_guest: bool,
+    /// Rounds of the lean guest's spin loop per microsecond, once [`Target::calibrate`] ran.
+    pub spins_per_us: Option<f64>,
     /// Execution slots over all workers.
     pub cores: usize,
     /// The process measured: "self" for the embedded cluster, the scheduler's pid otherwise.
@@ -420,6 +429,7 @@ impl Target {
             module,
             lean,
             wasi_guest: false,
+            spins_per_us: None,
             cores: cores.max(1),
             pid: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()),
             worker_pids: Vec::new(),
@@ -432,13 +442,76 @@ impl Target {
         self.nonce
     }
 
-    /// The module whose kernels run `spec`: the lean guest for zero-work trivial tasks.
-    fn module_for(&self, spec: &Spec) -> &Module {
-        if spec.shape == Shape::Trivial && spec.micros == 0 && !self.wasi_guest {
-            &self.lean
-        } else {
-            &self.module
+    /// The kernels that run `spec`: the lean guest's spin loop (calibrated first if it was
+    /// not), or the example guest's busy-wait with `wasi_guest`.
+    async fn kernels_for(&mut self, spec: &Spec) -> Result<Kernels<'_>> {
+        if self.wasi_guest {
+            return Ok(Kernels {
+                module: &self.module,
+                prefix: "bench_kernel",
+                work: spec.micros,
+            });
         }
+        let work = if spec.micros == 0 {
+            0
+        } else {
+            let per_us = match self.spins_per_us {
+                Some(v) => v,
+                None => self.calibrate().await?,
+            };
+            (spec.micros as f64 * per_us).round().max(1.0) as u64
+        };
+        Ok(Kernels {
+            module: &self.lean,
+            prefix: "bench_spin",
+            work,
+        })
+    }
+
+    /// Measures how many rounds of the lean guest's spin loop a worker runs per microsecond:
+    /// single tasks of about 20 ms, timed from submission to result, less the round trip of a
+    /// task that does nothing; the fastest of 5 of each (the least disturbed). Kept in
+    /// `spins_per_us` for the runs that follow.
+    pub async fn calibrate(&mut self) -> Result<f64> {
+        const TARGET: Duration = Duration::from_millis(20);
+        let mut spins = 1u64 << 16;
+        let base = self.spin_time(0, 5).await?;
+        loop {
+            let t = self.spin_time(spins, 1).await?;
+            if t.saturating_sub(base) >= TARGET / 4 || spins >= 1 << 40 {
+                let per = t.saturating_sub(base).as_secs_f64().max(1e-6);
+                spins = ((spins as f64) * TARGET.as_secs_f64() / per) as u64;
+                break;
+            }
+            spins *= 8;
+        }
+        let t = self.spin_time(spins, 5).await?.saturating_sub(base);
+        let per_us = spins as f64 / (t.as_secs_f64() * 1e6).max(1.0);
+        ensure!(
+            per_us.is_finite() && per_us > 0.0,
+            "spin calibration failed"
+        );
+        self.spins_per_us = Some(per_us);
+        Ok(per_us)
+    }
+
+    /// The fastest of `times` submit-to-result round trips of one `bench_spin0` of `spins`
+    /// rounds.
+    async fn spin_time(&mut self, spins: u64, times: usize) -> Result<Duration> {
+        let mut best = Duration::MAX;
+        for _ in 0..times {
+            let salt = self.next_nonce() << 32;
+            let g = Graph::new();
+            let h = g.call::<Raw>(&self.lean, "bench_spin0", (params(spins, 8, salt),))?;
+            let t = Instant::now();
+            let v = self.client.compute(&h).await?;
+            best = best.min(t.elapsed());
+            ensure!(
+                v.len() >= 8 && u64::from_le_bytes(v[0..8].try_into()?) == salt + 1,
+                "wrong calibration result"
+            );
+        }
+        Ok(best)
     }
 
     /// Builds, runs and checks `spec` once.
@@ -446,7 +519,8 @@ impl Target {
         let nonce = self.next_nonce();
         let t = Instant::now();
         let g = Graph::with_capacity(spec.tasks());
-        let built = build(&g, self.module_for(spec), spec, nonce)?;
+        let kernels = self.kernels_for(spec).await?;
+        let built = build(&g, &kernels, spec, nonce)?;
         let build_s = t.elapsed().as_secs_f64();
         let tasks = g.len();
         reset_peak_rss(&self.pid);
@@ -551,12 +625,11 @@ impl Target {
         for i in 0..iters + warmup {
             let g = Graph::new();
             let salt = (nonce << 32) | i as u64;
-            let module = if self.wasi_guest {
-                &self.module
+            let h = if self.wasi_guest {
+                g.call::<Raw>(&self.module, "bench_kernel0", (params(0, 8, salt),))?
             } else {
-                &self.lean
+                g.call::<Raw>(&self.lean, "bench_spin0", (params(0, 8, salt),))?
             };
-            let h = g.call::<Raw>(module, "bench_kernel0", (params(0, 8, salt),))?;
             let t = Instant::now();
             let v = self.client.compute(&h).await?;
             let d = t.elapsed();

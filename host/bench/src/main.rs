@@ -192,6 +192,8 @@ struct SuiteResult {
     metg: Metg,
     latency: Latency,
     load: String,
+    /// Rounds of the lean guest's spin loop per microsecond (None with `--wasi-guest`).
+    spin_rounds_per_us: Option<f64>,
 }
 
 fn loadavg() -> String {
@@ -231,6 +233,13 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
     }
 }
 
+/// How the spin loop was calibrated, for a table's title (empty before any calibration).
+fn spin_note(t: &Target) -> String {
+    t.spins_per_us
+        .map(|v| format!("; spin loop {v:.0} rounds/us"))
+        .unwrap_or_default()
+}
+
 fn print_runs(title: &str, runs: &[RunResult]) {
     println!("{title}");
     println!(
@@ -267,8 +276,11 @@ fn print_runs(title: &str, runs: &[RunResult]) {
     }
 }
 
-fn print_metg(m: &Metg) {
-    print_runs("METG(50%) runs", &m.points);
+fn print_metg(m: &Metg, spins_per_us: Option<f64>) {
+    let note = spins_per_us
+        .map(|v| format!(" (spin loop {v:.0} rounds/us)"))
+        .unwrap_or_default();
+    print_runs(&format!("METG(50%) runs{note}"), &m.points);
     match (m.metg50_us, m.metg50_measured_us) {
         (Some(t), Some(g)) => {
             println!("METG(50%): {t} us (measured granularity {g:.1} us)")
@@ -306,12 +318,13 @@ async fn suite(t: &mut Target, a: &SuiteArgs, repeat: usize) -> Result<SuiteResu
         metg,
         latency,
         load: loadavg(),
+        spin_rounds_per_us: t.spins_per_us,
     })
 }
 
 fn print_suite(s: &SuiteResult) {
     print_runs(&format!("taskhost (load {})", s.load), &s.runs);
-    print_metg(&s.metg);
+    print_metg(&s.metg, s.spin_rounds_per_us);
     print_latency(&s.latency);
 }
 
@@ -469,7 +482,10 @@ async fn main() -> Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                print_runs(&format!("taskhost (load {})", loadavg()), &[r]);
+                print_runs(
+                    &format!("taskhost (load {}{})", loadavg(), spin_note(&t)),
+                    &[r],
+                );
             }
         }
         Cmd::Metg {
@@ -493,7 +509,7 @@ async fn main() -> Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string(&m)?);
             } else {
-                print_metg(&m);
+                print_metg(&m, t.spins_per_us);
             }
         }
         Cmd::Latency { iters } => {

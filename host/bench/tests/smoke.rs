@@ -38,6 +38,25 @@ async fn every_shape_gives_correct_results() -> Result<()> {
                 }
             }
         }
+        // Busy tasks ran the lean guest's spin loop, calibrated on the cluster first.
+        assert!(
+            t.spins_per_us.is_some_and(|v| v > 0.0),
+            "{:?}",
+            t.spins_per_us
+        );
+        // The example guest's kernels (WASI clock) give the same values.
+        t.wasi_guest = true;
+        for micros in [0, 20] {
+            let spec = Spec {
+                shape: Shape::Stencil1d,
+                width: 3,
+                height: 3,
+                micros,
+                bytes: 16,
+            };
+            t.run(&spec).await?;
+        }
+        t.wasi_guest = false;
         let m = t.metg(Shape::Stencil1d, 2, 200, 0.002, 8, 1).await?;
         assert!(!m.points.is_empty());
         let l = t.latency(5, 1).await?;

@@ -154,6 +154,8 @@ enum Event {
         key: TaskKey,
         attempt: u64,
     },
+    /// The inputs a worker fetched for a task are there.
+    Fetched(usize, (Priority, u64, TaskKey)),
     Kill(usize),
     Join(WorkerSpec),
     Submit(ClientId, Vec<TaskSpec>, Vec<TaskKey>),
@@ -171,6 +173,10 @@ struct SimWorker {
     queue: BTreeSet<(Priority, u64, TaskKey)>,
     /// Early-dispatched tasks whose pending inputs are not computed yet.
     waiting: BTreeSet<(Priority, u64, TaskKey)>,
+    /// Tasks whose inputs held elsewhere are on their way.
+    fetching: BTreeSet<(Priority, u64, TaskKey)>,
+    /// When the worker's incoming link is free: fetched bytes arrive one chunk after another.
+    link_free: Micros,
     runs: FxHashMap<TaskKey, Box<RunTask>>,
     running: FxHashMap<TaskKey, u64>,
 }
@@ -427,6 +433,8 @@ impl Sim {
                     memory: 0,
                     queue: BTreeSet::new(),
                     waiting: BTreeSet::new(),
+                    fetching: BTreeSet::new(),
+                    link_free: Micros(0),
                     runs: FxHashMap::default(),
                     running: FxHashMap::default(),
                 });
@@ -454,6 +462,7 @@ impl Sim {
                 w.running.clear();
                 w.queue.clear();
                 w.waiting.clear();
+                w.fetching.clear();
                 w.runs.clear();
                 w.chunks.clear();
                 w.memory = 0;
@@ -468,6 +477,12 @@ impl Sim {
                 });
             }
             Event::ToWorker(i, out) => self.worker_message(i, out),
+            Event::Fetched(i, entry) => {
+                if self.workers[i].alive && self.workers[i].fetching.remove(&entry) {
+                    self.workers[i].queue.insert(entry);
+                    self.try_start(i);
+                }
+            }
             Event::Finish {
                 worker,
                 key,
@@ -542,12 +557,8 @@ impl Sim {
                 }
                 self.attempts += 1;
                 let entry = (run.priority, self.attempts, run.key);
-                if self.awaits_pending(&run) {
-                    self.workers[i].waiting.insert(entry);
-                } else {
-                    self.workers[i].queue.insert(entry);
-                }
                 self.workers[i].runs.insert(run.key, run);
+                self.advance(i, entry);
                 self.try_start(i);
             }
             Output::ReleaseChunk { key, .. } => {
@@ -562,6 +573,7 @@ impl Sim {
                 if w.runs.remove(&key).is_some() {
                     w.queue.retain(|(_, _, k)| *k != key);
                     w.waiting.retain(|(_, _, k)| *k != key);
+                    w.fetching.retain(|(_, _, k)| *k != key);
                 }
                 if w.running.remove(&key).is_some() {
                     w.free_slots += 1;
@@ -575,6 +587,7 @@ impl Sim {
                 if stolen {
                     w.queue.retain(|(_, _, k)| *k != key);
                     w.waiting.retain(|(_, _, k)| *k != key);
+                    w.fetching.retain(|(_, _, k)| *k != key);
                 }
                 self.send_to_core(Input::StealAnswer {
                     worker,
@@ -600,29 +613,72 @@ impl Sim {
             .any(|input| input.pending && !self.computed(&input.key))
     }
 
-    /// Queues the early-dispatched tasks whose pending inputs now exist, on every worker.
+    /// Moves a task that arrived on worker `i` (or waited there) on, as the worker does: it
+    /// waits while an input is not computed yet (dispatched early); then the inputs held
+    /// elsewhere are fetched, all at once (a request and its answer, or only the answer for a
+    /// pending input, whose request went out when the task came), and it is queued when
+    /// the last of them is there. Fetches take no slot.
+    fn advance(&mut self, i: usize, entry: (Priority, u64, TaskKey)) {
+        let Some(run) = self.workers[i].runs.get(&entry.2) else {
+            self.workers[i].waiting.remove(&entry);
+            return;
+        };
+        if self.awaits_pending(run) {
+            self.workers[i].waiting.insert(entry);
+            return;
+        }
+        // Requests go out at once; the answers' bytes share the worker's incoming link.
+        let mut arrival = self.now;
+        let mut link_free = self.workers[i].link_free.max(self.now);
+        let mut bytes = 0;
+        for input in &run.inputs {
+            if self.workers[i].chunks.contains_key(&input.key) {
+                continue;
+            }
+            let src = self
+                .workers
+                .iter()
+                .find(|o| o.alive && o.chunks.contains_key(&input.key));
+            if let Some(o) = src {
+                let b = o.chunks[&input.key];
+                bytes += b;
+                let trips = if input.pending { 1 } else { 2 };
+                let answered = self.now.plus(Micros(trips * self.cfg.latency.0));
+                let bandwidth = o.spec.bandwidth.min(self.workers[i].spec.bandwidth);
+                link_free = link_free
+                    .max(answered)
+                    .plus(Micros((b as f64 / bandwidth) as u64));
+                arrival = arrival.max(link_free);
+            }
+        }
+        let w = &mut self.workers[i];
+        w.waiting.remove(&entry);
+        if bytes == 0 {
+            w.queue.insert(entry);
+            return;
+        }
+        w.link_free = link_free;
+        w.fetching.insert(entry);
+        self.report.bytes_moved += bytes;
+        let d = Micros(arrival.0.saturating_sub(self.now.0).max(1));
+        if self.cfg.reports {
+            self.send_to_core(Input::TransferMeasured { bytes, duration: d });
+        }
+        let at = self.now.plus(d);
+        self.push(at, Event::Fetched(i, entry));
+    }
+
+    /// Moves on the early-dispatched tasks whose pending inputs now exist, on every worker.
     fn wake_waiting(&mut self) {
         for i in 0..self.workers.len() {
             if !self.workers[i].alive || self.workers[i].waiting.is_empty() {
                 continue;
             }
             let waiting: Vec<_> = self.workers[i].waiting.iter().copied().collect();
-            let mut woke = false;
             for entry in waiting {
-                let ready = match self.workers[i].runs.get(&entry.2) {
-                    Some(run) => !self.awaits_pending(run),
-                    None => true,
-                };
-                if ready {
-                    let w = &mut self.workers[i];
-                    w.waiting.remove(&entry);
-                    w.queue.insert(entry);
-                    woke = true;
-                }
+                self.advance(i, entry);
             }
-            if woke {
-                self.try_start(i);
-            }
+            self.try_start(i);
         }
     }
 
@@ -635,29 +691,15 @@ impl Sim {
             let Some(run) = self.workers[i].runs.remove(&key) else {
                 continue;
             };
-            // Fetch the inputs this worker lacks from any live holder.
-            let mut fetch = 0.0;
-            let mut bytes = 0;
-            let mut missing = false;
-            for input in &run.inputs {
-                if self.workers[i].chunks.contains_key(&input.key) {
-                    continue;
-                }
-                let src = self
+            // The inputs were fetched before the task was queued; a task whose only copy of
+            // an input was lost meanwhile goes back.
+            let missing = run.inputs.iter().any(|input| {
+                !self
                     .workers
                     .iter()
-                    .find(|o| o.alive && o.chunks.contains_key(&input.key));
-                match src {
-                    Some(o) => {
-                        let b = o.chunks[&input.key];
-                        bytes += b;
-                        // A request and its answer, then the bytes.
-                        fetch += 2.0 * self.cfg.latency.0 as f64
-                            + b as f64 / o.spec.bandwidth.min(self.workers[i].spec.bandwidth);
-                    }
-                    None => missing = true,
-                }
-            }
+                    .any(|o| o.alive && o.chunks.contains_key(&input.key))
+                    && !self.workers[i].chunks.contains_key(&input.key)
+            });
             if missing {
                 self.send_to_core(Input::Reschedule {
                     worker: run.worker,
@@ -670,23 +712,18 @@ impl Sim {
                 nbytes: 8,
                 fails: false,
             });
-            self.report.bytes_moved += bytes;
             self.report.runs_started += 1;
             let n = self.running_anywhere.entry(key).or_default();
             *n += 1;
             if *n > 1 {
                 self.report.concurrent_runs += 1;
             }
-            if self.cfg.reports && bytes > 0 {
-                let d = Micros((fetch as u64).max(1));
-                self.send_to_core(Input::TransferMeasured { bytes, duration: d });
-            }
             self.attempts += 1;
             let attempt = self.attempts;
             let w = &mut self.workers[i];
             w.free_slots -= 1;
             w.running.insert(key, attempt);
-            let end = self.now.plus(Micros(fetch as u64)).plus(cost.duration);
+            let end = self.now.plus(cost.duration);
             self.push(
                 end,
                 Event::Finish {
