@@ -212,7 +212,11 @@ fn kernel_timings() -> Result<()> {
     let fuel = Kernels::with_fuel(true)?;
     let nofuel = Kernels::with_fuel(false)?;
     let k = &fuel;
-    let n = 1000;
+    // TASKHOST_KERNEL_N: another block size (n x n blocks).
+    let n = std::env::var("TASKHOST_KERNEL_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
     let (xb, _) = random(k, &[n, n], 1)?;
     let (yb, _) = random(k, &[n, n], 2)?;
     let row = k.call("sum", &[&xb, &chunk::i64s(&[1], &[0])])?;
@@ -244,6 +248,10 @@ fn kernel_timings() -> Result<()> {
     let pairs: Vec<&[u8]> = vec![&spec, &xb, &yb, &yb, &xb];
     let (xt, yt) = (k.call("transpose", &[&xb])?, k.call("transpose", &[&yb])?);
     let sym_pairs: Vec<&[u8]> = vec![&spec, &xb, &xt, &yb, &yt];
+    let mut nt8: Vec<&[u8]> = vec![&spec];
+    for _ in 0..8 {
+        nt8.extend([&xb[..], &yb[..]]);
+    }
     let cases: Vec<(&str, &str, Vec<&[u8]>)> = vec![
         ("echo-sized noop: ones", "ones", vec![&spec]),
         ("random", "random", vec![&spec, &seed]),
@@ -284,6 +292,8 @@ fn kernel_timings() -> Result<()> {
             vec![&spec, &xb, &xb, &yb, &yb],
         ),
         ("syrk_sum x.x^T + y.y^T", "syrk_sum", vec![&spec, &xb, &yb]),
+        // A task's worth: 8 products (x . y^T each), as expression 2's tasks fold.
+        ("matmul_nt_sum 8 x.y^T", "matmul_nt_sum", nt8),
     ];
     // Whether the engine lowers `f64x2.relaxed_madd` to a fused multiply-add: the product
     // (1 + 2^-30)(1 - 2^-30) = 1 - 2^-60, added to -1 by the micro-kernel's second step, is

@@ -1,8 +1,9 @@
 //! Matrix products of 2-D blocks: `matmul(a, b)` and the accumulating `matmul_acc(c, a, b)`.
 //!
 //! float64 uses a packed, cache-blocked product (GotoBLAS/BLIS style) with a 4 x 4 register tile
-//! of two-lane vectors (WebAssembly SIMD in the guest build); float32 and int64 use a plain
-//! row-times-row loop.
+//! of two-lane vectors (WebAssembly SIMD in the guest build), under up to a few Strassen-Winograd
+//! steps for large blocks (seven half-size products instead of eight per step); float32 and
+//! int64 use a plain row-times-row loop.
 
 use crate::bail;
 use crate::chunk::{DType, Meta, Result, parse, parse_spec};
@@ -14,8 +15,8 @@ use crate::with_dtype;
 #[cfg(all(target_arch = "wasm32", not(feature = "scalar")))]
 mod lanes {
     use core::arch::wasm32::{
-        f64x2_add, f64x2_extract_lane, f64x2_mul, f64x2_splat, i64x2_shuffle, v128, v128_load,
-        v128_store,
+        f64x2_add, f64x2_extract_lane, f64x2_mul, f64x2_splat, f64x2_sub, i64x2_shuffle, v128,
+        v128_load, v128_store,
     };
 
     pub type V = v128;
@@ -34,6 +35,11 @@ mod lanes {
     #[target_feature(enable = "simd128")]
     pub fn add(a: V, b: V) -> V {
         f64x2_add(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "simd128")]
+    pub fn sub(a: V, b: V) -> V {
+        f64x2_sub(a, b)
     }
     /// `c + a * b`, a multiply then an add (two roundings). Not `f64x2.relaxed_madd`:
     /// Wasmtime lowers that to `vfmadd213pd`, which overwrites a factor rather than the
@@ -115,6 +121,10 @@ mod lanes {
     #[inline(always)]
     pub fn add(a: V, b: V) -> V {
         [a[0] + b[0], a[1] + b[1]]
+    }
+    #[inline(always)]
+    pub fn sub(a: V, b: V) -> V {
+        [a[0] - b[0], a[1] - b[1]]
     }
     #[inline(always)]
     pub fn mul_add(a: V, b: V, c: V) -> V {
@@ -204,7 +214,15 @@ pub fn matmul(a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
     let out_meta = Meta::new(ma.dtype, &[m, n]);
     let mut c = out_meta.zeroed();
     let cat = out_meta.header_len();
-    gemm(ma.dtype, &mut c[cat..], &a[aat..], &b[bat..], m, k, n);
+    let mut scratch = Scratch::default();
+    gemm(
+        ma.dtype,
+        &mut c[cat..],
+        &a[aat..],
+        &b[bat..],
+        (m, k, n),
+        &mut scratch,
+    );
     Ok(c)
 }
 
@@ -223,7 +241,15 @@ pub fn matmul_acc(mut c: Vec<u8>, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
             ma.dtype.name()
         );
     }
-    gemm(ma.dtype, &mut c[cat..], &a[aat..], &b[bat..], m, k, n);
+    let mut scratch = Scratch::default();
+    gemm(
+        ma.dtype,
+        &mut c[cat..],
+        &a[aat..],
+        &b[bat..],
+        (m, k, n),
+        &mut scratch,
+    );
     Ok(c)
 }
 
@@ -244,6 +270,7 @@ pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
         c
     };
     let (mc, cat) = parse(&c, "c")?;
+    let mut scratch = Scratch::default();
     for pair in pairs.chunks_exact(2) {
         let (ma, aat) = parse(&pair[0], "a")?;
         let (mb, bat) = parse(&pair[1], "b")?;
@@ -262,9 +289,8 @@ pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
             &mut c[cat..],
             &pair[0][aat..],
             &pair[1][bat..],
-            m,
-            k,
-            n,
+            (m, k, n),
+            &mut scratch,
         );
     }
     Ok(c)
@@ -276,8 +302,11 @@ pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
 /// that hold an element on or above the diagonal: about half of the work of `matmul_sum` with
 /// the transposes) and the lower triangle is then its mirror image, so `c`'s lower triangle
 /// is ignored: a symmetric `c`, such as the result of an earlier `syrk_sum`, is what makes
-/// the result `c + sum`. The upper triangle is bitwise what `matmul_sum` of the pairs
-/// `(a_i, a_i^T)` gives, and so is the lower one (the same products, summed in the same order).
+/// the result `c + sum`. The half product is the plain packed product (no Strassen-Winograd
+/// step): below [`STRASSEN_MIN`] in some dimension the upper triangle is bitwise what
+/// `matmul_sum` of the pairs `(a_i, a_i^T)` gives (the same products, summed in the same
+/// order); from it on `matmul_sum` takes Strassen-Winograd steps, and the two agree to
+/// rounding.
 pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     if blocks.is_empty() {
         bail!("syrk_sum takes c and at least one block");
@@ -289,6 +318,7 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
         c
     };
     let (mc, cat) = parse(&c, "c")?;
+    let (mut pack_a, mut pack_b) = (Vec::new(), Vec::new());
     for block in &blocks {
         let block = operand(block, "a")?;
         let (ma, aat) = parse(&block, "a")?;
@@ -307,7 +337,11 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
         }
         let a = &block[aat..];
         match ma.dtype {
-            DType::F64 => gemm_f64::<true>(&mut c[cat..], a, BSource::TransposeOf(a), m, k, m),
+            DType::F64 => {
+                let packs = &mut (&mut pack_a, &mut pack_b);
+                let a_t = BSource::TransposeOf(a, k);
+                gemm_f64::<true>(&mut c[cat..], m, a, k, a_t, (m, k, m), packs)
+            }
             other => with_dtype!(other, T => {
                 let at = transposed::<T>(a, m, k);
                 gemm_plain::<T>(&mut c[cat..], a, &at, m, k, m)
@@ -351,7 +385,9 @@ fn operand<'a>(bytes: &'a [u8], what: &str) -> Result<std::borrow::Cow<'a, [u8]>
 /// blocks `a_i` and `n x k_i` blocks `b_i`, written into `c`'s buffer; `c` may be a spec (the
 /// sum then starts from zeros). `matmul_sum` with the second block of each pair transposed,
 /// without a transposed block to make first: the product reads B's rows as its columns when
-/// it packs them. Bitwise what `matmul_sum` of `(a_i, b_i^T)` gives.
+/// it packs them. Bitwise what `matmul_sum` of `(a_i, b_i^T)` gives: both take the same
+/// Strassen-Winograd steps, whose sums of B's quadrants, formed here from the stored block, are
+/// the transposes of the same sums.
 pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         bail!(
@@ -366,6 +402,7 @@ pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
         c
     };
     let (mc, cat) = parse(&c, "c")?;
+    let mut scratch = Scratch::default();
     for pair in pairs.chunks_exact(2) {
         let (a_block, b_block) = (operand(&pair[0], "a")?, operand(&pair[1], "b")?);
         let (ma, aat) = parse(&a_block, "a")?;
@@ -391,7 +428,10 @@ pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
         }
         let (a, b) = (&a_block[aat..], &b_block[bat..]);
         match ma.dtype {
-            DType::F64 => gemm_f64::<false>(&mut c[cat..], a, BSource::TransposeOf(b), m, k, n),
+            DType::F64 => {
+                let b_t = BSource::TransposeOf(b, k);
+                gemm_f64_fast(&mut c[cat..], n, a, k, b_t, (m, k, n), &mut scratch)
+            }
             other => with_dtype!(other, T => {
                 let bt = transposed::<T>(b, n, k);
                 gemm_plain::<T>(&mut c[cat..], a, &bt, m, k, n)
@@ -431,20 +471,44 @@ fn mirror_upper<T: Elem>(c: &mut [u8], m: usize) {
     }
 }
 
-fn gemm(dtype: DType, c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: usize) {
+fn gemm(
+    dtype: DType,
+    c: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    (m, k, n): (usize, usize, usize),
+    scratch: &mut Scratch,
+) {
     match dtype {
-        DType::F64 => gemm_f64::<false>(c, a, BSource::Plain(b), m, k, n),
+        DType::F64 => gemm_f64_fast(c, n, a, k, BSource::Plain(b, n), (m, k, n), scratch),
         other => with_dtype!(other, T => gemm_plain::<T>(c, a, b, m, k, n)),
     }
 }
 
-/// The B operand of [`gemm_f64`] (`k x n`).
+/// The B operand of [`gemm_f64`] (`k x n`), with its row stride in values.
 #[derive(Clone, Copy)]
 enum BSource<'a> {
-    /// B itself, row-major.
-    Plain(&'a [u8]),
-    /// The row-major `n x k` block whose transpose B is.
-    TransposeOf(&'a [u8]),
+    /// B itself, row-major: element `(p, j)` at `p * ld + j`.
+    Plain(&'a [u8], usize),
+    /// The row-major `n x k` block whose transpose B is: element `(p, j)` of B at `j * ld + p`.
+    TransposeOf(&'a [u8], usize),
+}
+
+impl<'a> BSource<'a> {
+    /// The part of B from row `p` and column `j` on (the same stride).
+    fn at(self, p: usize, j: usize) -> BSource<'a> {
+        match self {
+            BSource::Plain(b, ld) => BSource::Plain(&b[(p * ld + j) * 8..], ld),
+            BSource::TransposeOf(bt, ld) => BSource::TransposeOf(&bt[(j * ld + p) * 8..], ld),
+        }
+    }
+
+    /// The stored bytes, from the first element on.
+    fn data(self) -> &'a [u8] {
+        match self {
+            BSource::Plain(b, _) | BSource::TransposeOf(b, _) => b,
+        }
+    }
 }
 
 /// `c += a . b` for any element type, one output row at a time.
@@ -468,42 +532,397 @@ fn gemm_plain<T: Elem>(c: &mut [u8], a: &[u8], b: &[u8], m: usize, k: usize, n: 
     }
 }
 
-/// `c += a . b` in float64, in the style of GotoBLAS/BLIS: B is packed in panels of `KC x NC`
+/// The smallest dimension of a float64 product that [`gemm_f64_fast`] splits into seven
+/// half-size products (a Strassen-Winograd step): a 1000^3 product is split twice, into 49
+/// products of 250^3 instead of 64 (measured in docs/benchmarks-arrays.md, "Strassen-Winograd
+/// products").
+pub const STRASSEN_MIN: usize = 500;
+
+/// The buffers of the float64 products of one kernel call, reused by all of its products: the
+/// packed blocks of [`gemm_f64`] and, per Strassen-Winograd level, the operand sums and the two
+/// product temporaries of [`strassen`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pack_a: Vec<V>,
+    pack_b: Vec<V>,
+    levels: Vec<Vec<u8>>,
+}
+
+/// Whether [`strassen`] splits an `m x k x n` product: all three dimensions at least `min`
+/// (and at least 2).
+fn splits(m: usize, k: usize, n: usize, min: usize) -> bool {
+    m.min(k).min(n) >= min.max(2)
+}
+
+/// `c += a . b` in float64 for a row-major `m x k` A (row stride `lda` values) and `m x n` C
+/// (row stride `ldc`): [`strassen`] with [`STRASSEN_MIN`].
+fn gemm_f64_fast(
+    c: &mut [u8],
+    ldc: usize,
+    a: &[u8],
+    lda: usize,
+    b: BSource<'_>,
+    dims: (usize, usize, usize),
+    scratch: &mut Scratch,
+) {
+    gemm_f64_min(c, ldc, a, lda, b, dims, STRASSEN_MIN, scratch);
+}
+
+/// [`gemm_f64_fast`] with the smallest dimension that is split given (tests take small ones).
+#[allow(clippy::too_many_arguments)]
+fn gemm_f64_min(
+    c: &mut [u8],
+    ldc: usize,
+    a: &[u8],
+    lda: usize,
+    b: BSource<'_>,
+    (m, k, n): (usize, usize, usize),
+    min: usize,
+    scratch: &mut Scratch,
+) {
+    // One buffer per level, sized for the (floor) halves of that level's dimensions: four
+    // sums of A's quadrants, four of B's, and the two product temporaries.
+    let (mut mm, mut kk, mut nn) = (m, k, n);
+    let mut depth = 0;
+    while splits(mm, kk, nn, min) {
+        (mm, kk, nn) = (mm / 2, kk / 2, nn / 2);
+        let len = (4 * mm * kk + 4 * kk * nn + 2 * mm * nn) * 8;
+        if scratch.levels.len() <= depth {
+            scratch.levels.push(Vec::new());
+        }
+        if scratch.levels[depth].len() < len {
+            scratch.levels[depth].resize(len, 0);
+        }
+        depth += 1;
+    }
+    let Scratch {
+        pack_a,
+        pack_b,
+        levels,
+    } = scratch;
+    let mut packs = (pack_a, pack_b);
+    strassen(
+        c,
+        ldc,
+        a,
+        lda,
+        b,
+        (m, k, n),
+        &mut packs,
+        &mut levels[..depth],
+    );
+}
+
+/// `c += a . b` for contiguous row-major float64 `m x k` A and `m x n` C, with B given as
+/// itself (`k x n`) or, with `transposed`, as its transpose (`n x k`): [`strassen`] splitting
+/// while every dimension is at least `min`, for the tests.
+#[cfg(test)]
+pub(crate) fn strassen_product(
+    c: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    transposed: bool,
+    (m, k, n): (usize, usize, usize),
+    min: usize,
+) {
+    let b = if transposed {
+        BSource::TransposeOf(b, k)
+    } else {
+        BSource::Plain(b, n)
+    };
+    gemm_f64_min(c, n, a, k, b, (m, k, n), min, &mut Scratch::default());
+}
+
+/// How many Strassen-Winograd levels an `m x k x n` product takes when every dimension at
+/// least `min` is split, for the tests.
+#[cfg(test)]
+pub(crate) fn strassen_levels(m: usize, k: usize, n: usize, min: usize) -> usize {
+    let (mut mm, mut kk, mut nn, mut depth) = (m, k, n, 0);
+    while splits(mm, kk, nn, min) {
+        (mm, kk, nn, depth) = (mm / 2, kk / 2, nn / 2, depth + 1);
+    }
+    depth
+}
+
+/// `c += a . b` by Strassen-Winograd steps, one per buffer of `levels` (the caller sizes them
+/// for the dimensions; none left: [`gemm_f64`]). An odd dimension is peeled first: its last
+/// column of A (odd k, a rank-one update of all of C), its last row of C (odd m) or last
+/// column of C (odd n) is a [`gemm_f64`] of its own. The even part is split in quadrants,
+/// `A = [A11 A12; A21 A22]` and likewise B and C, and takes seven half-size products:
+///
+/// ```text
+/// S1 = A21 + A22   S2 = S1 - A11   S3 = A11 - A21   S4 = A12 - S2
+/// T1 = B12 - B11   T2 = B22 - T1   T3 = B22 - B12   T4 = T2 - B21
+/// P1 = A11 B11  P2 = A12 B21  P3 = S4 B22  P4 = A22 T4  P5 = S1 T1  P6 = S2 T2  P7 = S3 T3
+/// C11 += P1 + P2             C12 += P1 + P6 + P5 + P3
+/// C21 += P1 + P6 + P7 - P4   C22 += P1 + P6 + P7 + P5
+/// ```
+///
+/// The sums are formed in one pass over A's quadrants and one over B's (for a transposed B,
+/// over the quadrants of the stored block, giving the sums' transposes, so that the products
+/// read them transposed too; `-T4` is formed, so that every product adds). Products go to two
+/// temporaries X and Y or straight into C's quadrants, which each product adds to: `X = P1`,
+/// `C11 += X`, `C11 += P2`, `X += P6`, `Y = P5`, `C12 += X + Y`, `C12 += P3`, `X += P7`,
+/// `C22 += X + Y`, `C21 += X`, `C21 += A22 (-T4)`: four passes over C besides the products.
+#[allow(clippy::too_many_arguments)]
+fn strassen(
+    c: &mut [u8],
+    ldc: usize,
+    a: &[u8],
+    lda: usize,
+    b: BSource<'_>,
+    (m, k, n): (usize, usize, usize),
+    packs: &mut (&mut Vec<V>, &mut Vec<V>),
+    levels: &mut [Vec<u8>],
+) {
+    let Some((mine, deeper)) = levels.split_first_mut() else {
+        gemm_f64::<false>(c, ldc, a, lda, b, (m, k, n), packs);
+        return;
+    };
+    let (m2, k2, n2) = (m / 2, k / 2, n / 2);
+    let (me, ke, ne) = (2 * m2, 2 * k2, 2 * n2);
+    if ke < k {
+        gemm_f64::<false>(c, ldc, &a[ke * 8..], lda, b.at(ke, 0), (m, 1, n), packs);
+    }
+    if me < m {
+        let (row_c, row_a) = (&mut c[me * ldc * 8..], &a[me * lda * 8..]);
+        gemm_f64::<false>(row_c, ldc, row_a, lda, b, (1, ke, n), packs);
+    }
+    if ne < n {
+        gemm_f64::<false>(
+            &mut c[ne * 8..],
+            ldc,
+            a,
+            lda,
+            b.at(0, ne),
+            (me, ke, 1),
+            packs,
+        );
+    }
+
+    let (sums_a, rest) = mine.split_at_mut(4 * m2 * k2 * 8);
+    let (sums_b, rest) = rest.split_at_mut(4 * k2 * n2 * 8);
+    let (x, rest) = rest.split_at_mut(m2 * n2 * 8);
+    let y = &mut rest[..m2 * n2 * 8];
+    let quadrants_a = [
+        a,
+        &a[k2 * 8..],
+        &a[m2 * lda * 8..],
+        &a[(m2 * lda + k2) * 8..],
+    ];
+    sums::<false>(quadrants_a, lda, (m2, k2), sums_a);
+    let quadrants_b = [b, b.at(0, n2), b.at(k2, 0), b.at(k2, n2)];
+    // For a transposed B, the quadrants of the stored block (rows n, columns k) give the
+    // transposes of the sums; the products read them transposed.
+    let (ld_b, shape_b, transposed) = match b {
+        BSource::Plain(_, ld) => (ld, (k2, n2), false),
+        BSource::TransposeOf(_, ld) => (ld, (n2, k2), true),
+    };
+    sums::<true>(quadrants_b.map(BSource::data), ld_b, shape_b, sums_b);
+    let (sums_a, sums_b) = (&*sums_a, &*sums_b);
+    let s = |i: usize| &sums_a[i * m2 * k2 * 8..(i + 1) * m2 * k2 * 8];
+    let t = |i: usize| {
+        let t = &sums_b[i * k2 * n2 * 8..(i + 1) * k2 * n2 * 8];
+        if transposed {
+            BSource::TransposeOf(t, k2)
+        } else {
+            BSource::Plain(t, n2)
+        }
+    };
+    let (a11, a12, a22) = (quadrants_a[0], quadrants_a[1], quadrants_a[3]);
+    let (b11, b21, b22) = (quadrants_b[0], quadrants_b[2], quadrants_b[3]);
+    let half = (m2, k2, n2);
+    let (c12, c21, c22) = (n2 * 8, m2 * ldc * 8, (m2 * ldc + n2) * 8);
+
+    x.fill(0);
+    strassen(x, n2, a11, lda, b11, half, packs, deeper); // X = P1
+    add_into(c, ldc, x, None, (m2, n2));
+    strassen(c, ldc, a12, lda, b21, half, packs, deeper); // C11 += P1 + P2
+    strassen(x, n2, s(1), k2, t(1), half, packs, deeper); // X = P1 + P6
+    y.fill(0);
+    strassen(y, n2, s(0), k2, t(0), half, packs, deeper); // Y = P5
+    add_into(&mut c[c12..], ldc, x, Some(y), (m2, n2));
+    strassen(&mut c[c12..], ldc, s(3), k2, b22, half, packs, deeper); // C12 += P3
+    strassen(x, n2, s(2), k2, t(2), half, packs, deeper); // X = P1 + P6 + P7
+    add_into(&mut c[c22..], ldc, x, Some(y), (m2, n2));
+    add_into(&mut c[c21..], ldc, x, None, (m2, n2));
+    strassen(&mut c[c21..], ldc, a22, lda, t(3), half, packs, deeper); // C21 -= P4
+}
+
+/// The four sums of a Strassen-Winograd step (see [`strassen`]) from the quadrants `q`
+/// (`[q11, q12, q21, q22]`, each given from its first element, row stride `ld` values) of
+/// `rows x cols` values each, written as four contiguous `rows x cols` matrices into `out`:
+/// with `B_SIDE` false `S1 = q21 + q22`, `S2 = S1 - q11`, `S3 = q11 - q21`, `S4 = q12 - S2`;
+/// with `B_SIDE` true `T1 = q12 - q11`, `T2 = q22 - T1`, `T3 = q22 - q12`, `-T4 = q21 - T2`.
+/// Elementwise, so the sums of transposed quadrants are the transposes of the sums.
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn sums<const B_SIDE: bool>(
+    q: [&[u8]; 4],
+    ld: usize,
+    (rows, cols): (usize, usize),
+    out: &mut [u8],
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let size = rows * cols;
+    assert!(out.len() >= 4 * size * 8 && q.iter().all(|q| q.len() >= ((rows - 1) * ld + cols) * 8));
+    let q = q.map(|q| q.as_ptr());
+    let o = out.as_mut_ptr();
+    for r in 0..rows {
+        let mut j = 0;
+        // SAFETY: `(r, j)` and `(r, j + 1)` are inside every quadrant and every output matrix
+        // (asserted above).
+        unsafe {
+            while j + 2 <= cols {
+                let at = (r * ld + j) * 8;
+                let v = combine::<B_SIDE>([
+                    lanes::load(q[0].add(at)),
+                    lanes::load(q[1].add(at)),
+                    lanes::load(q[2].add(at)),
+                    lanes::load(q[3].add(at)),
+                ]);
+                for (i, v) in v.into_iter().enumerate() {
+                    lanes::store(o.add((i * size + r * cols + j) * 8), v);
+                }
+                j += 2;
+            }
+            if j < cols {
+                let at = (r * ld + j) * 8;
+                let x = |p: *const u8| {
+                    lanes::splat(f64::from_le_bytes(p.add(at).cast::<[u8; 8]>().read()))
+                };
+                let v = combine::<B_SIDE>([x(q[0]), x(q[1]), x(q[2]), x(q[3])]);
+                for (i, v) in v.into_iter().enumerate() {
+                    let to = o.add((i * size + r * cols + j) * 8).cast::<[u8; 8]>();
+                    to.write(lanes::lane(v, 0).to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The four sums of [`sums`] for one vector of each quadrant.
+#[inline]
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn combine<const B_SIDE: bool>([q11, q12, q21, q22]: [V; 4]) -> [V; 4] {
+    if B_SIDE {
+        let t1 = lanes::sub(q12, q11);
+        let t2 = lanes::sub(q22, t1);
+        [t1, t2, lanes::sub(q22, q12), lanes::sub(q21, t2)]
+    } else {
+        let s1 = lanes::add(q21, q22);
+        let s2 = lanes::sub(s1, q11);
+        [s1, s2, lanes::sub(q11, q21), lanes::sub(q12, s2)]
+    }
+}
+
+/// `c += x` (or `c += x + y`) for a `rows x cols` part of C (row stride `ldc` values) and
+/// contiguous `rows x cols` matrices `x` and `y`.
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn add_into(c: &mut [u8], ldc: usize, x: &[u8], y: Option<&[u8]>, (rows, cols): (usize, usize)) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let size = rows * cols * 8;
+    assert!(c.len() >= ((rows - 1) * ldc + cols) * 8 && x.len() >= size);
+    assert!(y.is_none_or(|y| y.len() >= size));
+    let (cp, xp) = (c.as_mut_ptr(), x.as_ptr());
+    let yp = y.map(|y| y.as_ptr());
+    for r in 0..rows {
+        let mut j = 0;
+        // SAFETY: `(r, j)` and `(r, j + 1)` are inside C, X and Y (asserted above).
+        unsafe {
+            let (cr, xr) = (cp.add(r * ldc * 8), xp.add(r * cols * 8));
+            match yp {
+                Some(yp) => {
+                    let yr = yp.add(r * cols * 8);
+                    while j + 2 <= cols {
+                        let xy = lanes::add(lanes::load(xr.add(8 * j)), lanes::load(yr.add(8 * j)));
+                        lanes::store(cr.add(8 * j), lanes::add(lanes::load(cr.add(8 * j)), xy));
+                        j += 2;
+                    }
+                }
+                None => {
+                    while j + 2 <= cols {
+                        let v = lanes::add(lanes::load(cr.add(8 * j)), lanes::load(xr.add(8 * j)));
+                        lanes::store(cr.add(8 * j), v);
+                        j += 2;
+                    }
+                }
+            }
+            if j < cols {
+                let read = |p: *const u8| f64::from_le_bytes(p.add(8 * j).cast::<[u8; 8]>().read());
+                let xy = match yp {
+                    Some(yp) => read(xr) + read(yp.add(r * cols * 8)),
+                    None => read(xr),
+                };
+                let v = read(cr) + xy;
+                cr.add(8 * j).cast::<[u8; 8]>().write(v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// `c += a . b` in float64, in the style of GotoBLAS/BLIS, for a row-major `m x k` A (row
+/// stride `lda` values) and `m x n` C (row stride `ldc`): B is packed in panels of `KC x NC`
 /// as strips of `NR` columns (`NR / 2` vectors per row of a strip), A in blocks of `MC x KC` as
 /// strips of `MR` rows (each value duplicated into a vector, so that the kernel needs no
 /// broadcast: in Wasmtime a `v128.load64_splat` whose result is used twice becomes a scalar
 /// load, a move and a shuffle), and an `MR x NR` tile of C is accumulated in vector registers
-/// by [`micro`], which reads the packed buffers without bounds checks. Two buffers are
-/// allocated per call: at most 2 MB for B and 512 KB for A.
+/// by [`micro`], which reads the packed buffers without bounds checks. The packed blocks go
+/// to `packs` (A's, B's), grown when too small: at most 512 KB for A and 2 MB for B.
 ///
 /// With `UPPER` (for a product whose result is symmetric, `m == n`), only the tiles that hold
 /// an element on or above the diagonal are computed; the others are left as they were.
 fn gemm_f64<const UPPER: bool>(
     c: &mut [u8],
+    ldc: usize,
     a: &[u8],
+    lda: usize,
     b: BSource<'_>,
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
+    packs: &mut (&mut Vec<V>, &mut Vec<V>),
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     // What makes the raw reads and writes below stay inside the buffers.
-    let b_len = match b {
-        BSource::Plain(b) | BSource::TransposeOf(b) => b.len(),
+    let b_fits = match b {
+        BSource::Plain(b, ld) => ld >= n && b.len() >= ((k - 1) * ld + n) * 8,
+        BSource::TransposeOf(bt, ld) => ld >= k && bt.len() >= ((n - 1) * ld + k) * 8,
     };
-    assert!(a.len() >= m * k * 8 && b_len >= k * n * 8 && c.len() >= m * n * 8);
+    assert!(b_fits && lda >= k && ldc >= n);
+    assert!(a.len() >= ((m - 1) * lda + k) * 8 && c.len() >= ((m - 1) * ldc + n) * 8);
     let kc_max = KC.min(k);
-    let mut bpack = vec![lanes::splat(0.0); kc_max * NC.min(n.next_multiple_of(NR)) / 2];
-    let mut apack = vec![lanes::splat(0.0); kc_max * MC.min(m.next_multiple_of(MR))];
+    let (b_len, a_len) = (
+        kc_max * NC.min(n.next_multiple_of(NR)) / 2,
+        kc_max * MC.min(m.next_multiple_of(MR)),
+    );
+    let (apack, bpack) = packs;
+    // The packing writes every vector it reads (zeros past the edges): no clearing needed.
+    if apack.len() < a_len {
+        apack.resize(a_len, lanes::splat(0.0));
+    }
+    if bpack.len() < b_len {
+        bpack.resize(b_len, lanes::splat(0.0));
+    }
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             match b {
-                BSource::Plain(b) => pack_b(&mut bpack, b, n, pc, kc, jc, nc),
-                BSource::TransposeOf(bt) => pack_bt(&mut bpack, bt, k, pc, kc, jc, nc),
+                BSource::Plain(b, ld) => pack_b(bpack, b, ld, pc, kc, jc, nc),
+                BSource::TransposeOf(bt, ld) => pack_bt(bpack, bt, ld, pc, kc, jc, nc),
             }
             for ic in (0..m).step_by(MC) {
                 if UPPER && ic >= jc + nc {
@@ -511,7 +930,7 @@ fn gemm_f64<const UPPER: bool>(
                     break;
                 }
                 let mc = MC.min(m - ic);
-                pack_a(&mut apack, a, k, ic, mc, pc, kc);
+                pack_a(apack, a, lda, ic, mc, pc, kc);
                 for jr in (0..nc).step_by(NR) {
                     let strip_b = &bpack[jr / 2 * kc..(jr / 2 + NR / 2) * kc];
                     let cols = NR.min(nc - jr);
@@ -522,17 +941,17 @@ fn gemm_f64<const UPPER: bool>(
                         }
                         let strip_a = &apack[ir * kc..(ir + MR) * kc];
                         let rows = MR.min(mc - ir);
-                        let at = ((ic + ir) * n + jc + jr) * 8;
-                        // SAFETY: the strips hold `kc` steps of `MR` and `NR / 2` vectors; the tile of C at `at` has `rows` rows of `cols` values
-                        // inside `c` (`ic + ir + rows <= m`, `jc + jr + cols <= n`, asserted
-                        // length above).
+                        let at = ((ic + ir) * ldc + jc + jr) * 8;
+                        // SAFETY: the strips hold `kc` steps of `MR` and `NR / 2` vectors; the
+                        // tile of C at `at` has `rows` rows of `cols` values inside `c`
+                        // (`ic + ir + rows <= m`, `jc + jr + cols <= n`, asserted length above).
                         unsafe {
                             micro(
                                 kc,
                                 strip_a.as_ptr(),
                                 strip_b.as_ptr(),
                                 c.as_mut_ptr().add(at),
-                                n,
+                                ldc,
                                 rows,
                                 cols,
                             )
@@ -544,11 +963,16 @@ fn gemm_f64<const UPPER: bool>(
     }
 }
 
-/// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of B (`k x n`) into `out` as strips of `NR`
-/// columns, each `kc` steps of `NR / 2` vectors; columns past the edge are zeros.
-fn pack_b(out: &mut [V], b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
+/// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of B (row stride `ld` values) into `out` as
+/// strips of `NR` columns, each `kc` steps of `NR / 2` vectors; columns past the edge are
+/// zeros.
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn pack_b(out: &mut [V], b: &[u8], ld: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
     let strips = nc.div_ceil(NR);
-    assert!(out.len() >= strips * kc * (NR / 2) && b.len() >= (pc + kc) * n * 8 && jc + nc <= n);
+    assert!(out.len() >= strips * kc * (NR / 2) && b.len() >= ((pc + kc - 1) * ld + jc + nc) * 8);
     let out = out.as_mut_ptr();
     for s in 0..strips {
         let j = jc + s * NR;
@@ -557,7 +981,7 @@ fn pack_b(out: &mut [V], b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc
             // SAFETY: row `pc + p` of B has columns `j..j + cols` (asserted above), and the
             // strip `s` of `out` has `kc * NR / 2` vectors.
             unsafe {
-                let from = b.as_ptr().add(((pc + p) * n + j) * 8);
+                let from = b.as_ptr().add(((pc + p) * ld + j) * 8);
                 let to = out.add((s * kc + p) * (NR / 2));
                 if cols == NR {
                     for h in 0..NR / 2 {
@@ -580,11 +1004,16 @@ fn pack_b(out: &mut [V], b: &[u8], n: usize, pc: usize, kc: usize, jc: usize, nc
     }
 }
 
-/// [`pack_b`] for B the transpose of `bt` (row-major `n x k`): rows `pc..pc + kc`, columns
-/// `jc..jc + nc` of B are columns `pc..pc + kc`, rows `jc..jc + nc` of `bt`.
-fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
+/// [`pack_b`] for B the transpose of `bt` (row-major `n x k`, row stride `ld` values): rows
+/// `pc..pc + kc`, columns `jc..jc + nc` of B are columns `pc..pc + kc`, rows `jc..jc + nc` of
+/// `bt`.
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn pack_bt(out: &mut [V], bt: &[u8], ld: usize, pc: usize, kc: usize, jc: usize, nc: usize) {
     let strips = nc.div_ceil(NR);
-    assert!(out.len() >= strips * kc * (NR / 2) && bt.len() >= (jc + nc) * k * 8 && pc + kc <= k);
+    assert!(out.len() >= strips * kc * (NR / 2) && bt.len() >= ((jc + nc - 1) * ld + pc + kc) * 8);
     let out = out.as_mut_ptr();
     for s in 0..strips {
         let j = jc + s * NR;
@@ -594,7 +1023,7 @@ fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, 
         unsafe {
             let x = |col: usize, p: usize| -> f64 {
                 if col < cols {
-                    let at = ((j + col) * k + pc + p) * 8;
+                    let at = ((j + col) * ld + pc + p) * 8;
                     f64::from_le_bytes(bt.as_ptr().add(at).cast::<[u8; 8]>().read())
                 } else {
                     0.0
@@ -605,7 +1034,7 @@ fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, 
                 // Two steps at a time: a vector from each of the strip's rows, transposed in
                 // pairs of rows.
                 let rows: [*const u8; NR] =
-                    core::array::from_fn(|r| bt.as_ptr().add(((j + r) * k + pc) * 8));
+                    core::array::from_fn(|r| bt.as_ptr().add(((j + r) * ld + pc) * 8));
                 while p + 2 <= kc {
                     let v: [V; NR] = core::array::from_fn(|r| lanes::load(rows[r].add(8 * p)));
                     let to = out.add((s * kc + p) * (NR / 2));
@@ -626,12 +1055,16 @@ fn pack_bt(out: &mut [V], bt: &[u8], k: usize, pc: usize, kc: usize, jc: usize, 
     }
 }
 
-/// Packs rows `ic..ic + mc`, columns `pc..pc + kc` of A (`m x k`) into `out` as strips of `MR`
-/// rows, each `kc` steps of `MR` vectors that hold the value in both lanes; rows past the edge
-/// are zeros.
-fn pack_a(out: &mut [V], a: &[u8], k: usize, ic: usize, mc: usize, pc: usize, kc: usize) {
+/// Packs rows `ic..ic + mc`, columns `pc..pc + kc` of A (row stride `ld` values) into `out` as
+/// strips of `MR` rows, each `kc` steps of `MR` vectors that hold the value in both lanes; rows
+/// past the edge are zeros.
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "scalar")),
+    target_feature(enable = "simd128")
+)]
+fn pack_a(out: &mut [V], a: &[u8], ld: usize, ic: usize, mc: usize, pc: usize, kc: usize) {
     let strips = mc.div_ceil(MR);
-    assert!(out.len() >= strips * kc * MR && a.len() >= (ic + mc) * k * 8 && pc + kc <= k);
+    assert!(out.len() >= strips * kc * MR && a.len() >= ((ic + mc - 1) * ld + pc + kc) * 8);
     let out = out.as_mut_ptr();
     let zero = lanes::splat(0.0);
     for s in 0..strips {
@@ -647,7 +1080,7 @@ fn pack_a(out: &mut [V], a: &[u8], k: usize, ic: usize, mc: usize, pc: usize, kc
                     }
                     continue;
                 }
-                let from = a.as_ptr().add(((ic + i) * k + pc) * 8);
+                let from = a.as_ptr().add(((ic + i) * ld + pc) * 8);
                 let mut p = 0;
                 while p + 2 <= kc {
                     let v = lanes::load(from.add(8 * p));

@@ -722,7 +722,8 @@ fn syrk_sum_is_the_symmetric_product() {
         let a2t = call("transpose", vec![a2.clone()]).unwrap();
         let a1tv = to_f64(&a1t).unwrap().1;
         let a2tv = to_f64(&a2t).unwrap().1;
-        // One block from a spec: the full product a . a^T, bitwise what matmul_sum gives.
+        // One block from a spec: the full product a . a^T, bitwise what matmul_sum gives
+        // (these sizes are below STRASSEN_MIN, where matmul_sum takes no Strassen step).
         let (shape, got) = run("syrk_sum", vec![spec(DType::F64, &[m, m]), a1.clone()]);
         assert_eq!(shape, vec![m, m], "{m} x {k}");
         close(&got, &naive_matmul(&a1v, &a1tv, m, k, m));
@@ -752,6 +753,21 @@ fn syrk_sum_is_the_symmetric_product() {
                 );
             }
         }
+    }
+    // From STRASSEN_MIN on, matmul_sum takes Strassen-Winograd steps and syrk_sum does not:
+    // they agree to rounding (values in [0, 1), relative to the sums of the non-negative
+    // products).
+    let (m, k) = (
+        crate::matmul::STRASSEN_MIN + 6,
+        crate::matmul::STRASSEN_MIN + 2,
+    );
+    let av: Vec<f64> = (0..m * k).map(|i| uniform(52, i as u64)).collect();
+    let a = from_f64(&[m, k], &av);
+    let at = call("transpose", vec![a.clone()]).unwrap();
+    let got = run("syrk_sum", vec![spec(DType::F64, &[m, m]), a.clone()]).1;
+    let full = run("matmul_sum", vec![spec(DType::F64, &[m, m]), a, at]).1;
+    for (i, (g, f)) in got.iter().zip(&full).enumerate() {
+        assert!((g - f).abs() <= 1e-12 * f, "element {i}: {g} vs {f}");
     }
     // Other dtypes take the plain loop, and the lower triangle of c is ignored.
     let a = from_i64(&[2, 3], &[1, 2, 3, 4, 5, 6]);
@@ -882,4 +898,88 @@ fn products_generate_random_operands_from_their_seeds() {
         )
         .is_err()
     );
+}
+
+/// Raw little-endian bytes of float64 values (the data of a chunk, without its header).
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn from_f64_bytes(bytes: &[u8]) -> Vec<f64> {
+    bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn strassen_products_match_the_plain_product() {
+    use crate::matmul::{strassen_levels, strassen_product};
+    // (m, k, n, smallest dimension split, levels): no split, one, two and three levels, odd
+    // dimensions peeled at the top or below it, and every dimension odd.
+    let cases = [
+        (12, 10, 14, 100, 0),
+        (12, 10, 14, 8, 1),
+        (48, 64, 40, 24, 1),
+        (48, 64, 40, 16, 2),
+        (64, 64, 64, 16, 3),
+        (37, 29, 41, 8, 2),
+        (33, 50, 19, 4, 3),
+        (50, 33, 19, 4, 3),
+        (21, 22, 67, 5, 3),
+        (130, 129, 131, 64, 2),
+        (9, 9, 9, 2, 3),
+    ];
+    for (m, k, n, min, levels) in cases {
+        assert_eq!(strassen_levels(m, k, n, min), levels, "{m} x {k} x {n}");
+        let what = format!("{m} x {k} x {n}, {levels} levels");
+        // Exact binary fractions (every sum exact): the same values as the plain product,
+        // to the bit, so the algebra is checked exactly. Then values in [0, 1) against the
+        // naive product in a relative 1e-12 of the sum of the products' magnitudes.
+        for exact in [true, false] {
+            let values = |len: usize, seed: u64| -> Vec<f64> {
+                if exact {
+                    f64s(&[len], seed).1
+                } else {
+                    (0..len).map(|i| uniform(seed, i as u64)).collect()
+                }
+            };
+            let (av, bv, cv) = (values(m * k, 70), values(k * n, 71), values(m * n, 72));
+            let btv: Vec<f64> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+            let mut want = f64_bytes(&cv);
+            strassen_product(
+                &mut want,
+                &f64_bytes(&av),
+                &f64_bytes(&bv),
+                false,
+                (m, k, n),
+                usize::MAX,
+            );
+            let want = from_f64_bytes(&want);
+            for transposed in [false, true] {
+                let mut got = f64_bytes(&cv);
+                let b = if transposed {
+                    f64_bytes(&btv)
+                } else {
+                    f64_bytes(&bv)
+                };
+                strassen_product(&mut got, &f64_bytes(&av), &b, transposed, (m, k, n), min);
+                let got = from_f64_bytes(&got);
+                if exact {
+                    assert_eq!(got, want, "{what}, exact values, transposed {transposed}");
+                } else {
+                    let naive = naive_matmul(&av, &bv, m, k, n);
+                    for (i, (g, (w, c))) in got.iter().zip(naive.iter().zip(&cv)).enumerate() {
+                        // The products are non-negative: their sum bounds the error's scale.
+                        let scale = c.abs() + w.abs();
+                        assert!(
+                            (g - (c + w)).abs() <= 1e-12 * scale,
+                            "{what}, transposed {transposed}, element {i}: {g} vs {}",
+                            c + w
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
