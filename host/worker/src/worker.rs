@@ -34,6 +34,18 @@ const MEMORY_REPORT_PERIOD: Duration = Duration::from_millis(200);
 /// same function holds its report back to send several at once.
 const SHORT_TASK: Duration = Duration::from_micros(200);
 
+/// A ready task of a function whose last run here took less than this may run on the network
+/// thread itself when a slot is free, instead of waking an executor thread: one thread hand-off
+/// (a wake-up of an idle CPU) less per task, and its report and the chunk answers it lets go
+/// leave without another. Longer tasks go to the executor threads, so that the network thread
+/// keeps serving peers and the scheduler; a task that turns out longer than its function's
+/// last run holds them up for its duration (heartbeats do not depend on this thread).
+const INLINE_TASK: Duration = Duration::from_millis(1);
+
+/// How long a task run on the network thread may take before it is interrupted and handed to
+/// the executor threads (see [`Inner::run_job`]).
+const INLINE_OVERRUN: Duration = Duration::from_millis(10);
+
 /// Most reports an executor holds back.
 const MAX_DEFERRED_REPORTS: usize = 64;
 
@@ -112,6 +124,9 @@ struct ExecQueue {
 
 #[derive(Default)]
 struct ExecState {
+    /// The network thread holds a free executor's slot (counted out of `free`) to run ready
+    /// short tasks itself (see [`INLINE_TASK`]).
+    inline_pending: bool,
     /// Ready tasks, the scheduler's smallest priority first, then in arrival order.
     jobs: BinaryHeap<Queued>,
     /// Arrival counter (ties of priority run in arrival order).
@@ -119,8 +134,54 @@ struct ExecState {
     stopped: bool,
     /// Executors not running a task (waiting for one, or reporting the last).
     free: usize,
-    /// The function an executor ran last and how long it took.
-    last_run: Option<LastRun>,
+    /// The functions run last (at most [`RECENT_FUNCTIONS`], the latest first) and how long
+    /// their last runs took.
+    recent: Vec<LastRun>,
+}
+
+/// How many functions' last durations the executors' queue remembers.
+const RECENT_FUNCTIONS: usize = 8;
+
+impl ExecState {
+    /// How long the last run of `task`'s function took, if it ran lately.
+    fn last_took(&self, task: &RunTask) -> Option<Duration> {
+        self.recent
+            .iter()
+            .find(|r| r.module == task.module && r.function == task.function)
+            .map(|r| r.took)
+    }
+
+    /// Whether `task` may run on the network thread: its function's last run here was
+    /// shorter than [`INLINE_TASK`].
+    fn runs_inline(&self, task: &RunTask) -> bool {
+        self.last_took(task).is_some_and(|t| t < INLINE_TASK)
+    }
+
+    /// Remembers how long a run of `module`'s `function` took.
+    fn remember(&mut self, module: ModuleId, function: &str, took: Duration) {
+        match self
+            .recent
+            .iter()
+            .position(|r| r.module == module && r.function == function)
+        {
+            Some(i) => {
+                let mut entry = self.recent.remove(i);
+                entry.took = took;
+                self.recent.insert(0, entry);
+            }
+            None => {
+                self.recent.truncate(RECENT_FUNCTIONS - 1);
+                self.recent.insert(
+                    0,
+                    LastRun {
+                        module,
+                        function: function.to_owned(),
+                        took,
+                    },
+                );
+            }
+        }
+    }
 }
 
 struct LastRun {
@@ -164,6 +225,7 @@ impl Ord for Queued {
 }
 
 /// One input of a task, as gathered before it takes a slot.
+#[derive(Clone)]
 enum Input {
     /// The bytes themselves (a literal, or a chunk fetched from a peer).
     Bytes(Bytes),
@@ -224,6 +286,22 @@ pub(crate) struct Inner {
     report_due: AtomicU64,
     /// Set once the worker stops: nothing more is reported.
     stopped: AtomicBool,
+    /// Wakes the network thread's inline runner (see [`INLINE_TASK`]).
+    inline: tokio::sync::Notify,
+}
+
+thread_local! {
+    /// The worker (its [`Inner`]'s address) whose network thread this thread is, if any.
+    static NETWORK_THREAD_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The outcome of one job run by [`Inner::run_job`].
+struct Ran {
+    module: ModuleId,
+    function: String,
+    took: Duration,
+    /// Whether a report was queued.
+    reported: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -341,6 +419,7 @@ pub(crate) async fn start(
         concluded: AtomicU64::new(0),
         report_due: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
+        inline: tokio::sync::Notify::new(),
     });
 
     for slot in 0..config.slots {
@@ -350,9 +429,16 @@ pub(crate) async fn start(
             .spawn(move || inner.executor())
             .map_err(|e| WorkerError::Internal(format!("cannot start an executor thread: {e}")))?;
     }
+    NETWORK_THREAD_OF.with(|t| t.set(Arc::as_ptr(&inner) as usize));
+    let heartbeat = config.heartbeat;
+    let reporter = inner.clone();
+    std::thread::Builder::new()
+        .name("taskhost-beat".into())
+        .spawn(move || report_memory(reporter, heartbeat))
+        .map_err(|e| WorkerError::Internal(format!("cannot start the heartbeat thread: {e}")))?;
     let background = vec![
         spawn_peer_server(inner.clone(), listener),
-        tokio::spawn(report_memory(inner.clone(), config.heartbeat)),
+        tokio::spawn(inline_runner(inner.clone())),
     ];
     let (stop_tx, stop_rx) = watch::channel(false);
     let (outcome_tx, outcome_rx) = watch::channel(None);
@@ -492,6 +578,69 @@ async fn command_loop(
     inner.close_endpoints().await;
 }
 
+/// Runs ready short tasks on the network thread when a slot is free (see [`INLINE_TASK`]),
+/// woken by [`Inner::enqueue`]. Before each task it lets the runtime's other ready work go
+/// first (answers to peers waiting for the last output, commands), so that a chain of tasks
+/// run here does not hold up what the chain's previous output unblocks elsewhere.
+async fn inline_runner(inner: Arc<Inner>) {
+    loop {
+        inner.inline.notified().await;
+        // Reports queued and not yet sent, as an executor holds them (see `Inner::executor`).
+        let mut deferred = 0usize;
+        loop {
+            tokio::task::yield_now().await;
+            let job = {
+                let mut queue = inner.queue.state.lock();
+                if queue.stopped {
+                    return;
+                }
+                let next = queue
+                    .jobs
+                    .peek()
+                    .is_some_and(|q| queue.runs_inline(&q.job.task));
+                match queue.jobs.pop() {
+                    Some(queued) if next => queued.job,
+                    other => {
+                        // Nothing short to run: the slot goes back to the executors, which
+                        // take what is left.
+                        if let Some(queued) = other {
+                            queue.jobs.push(queued);
+                        }
+                        queue.inline_pending = false;
+                        queue.free += 1;
+                        let wake = !queue.jobs.is_empty();
+                        drop(queue);
+                        if wake {
+                            inner.queue.ready.notify_one();
+                        }
+                        break;
+                    }
+                }
+            };
+            let ran = inner.run_job(job, true, true);
+            let more = {
+                let mut queue = inner.queue.state.lock();
+                if let Some(ran) = &ran {
+                    queue.remember(ran.module, &ran.function, ran.took);
+                }
+                !queue.jobs.is_empty()
+            };
+            if ran.as_ref().is_some_and(|r| r.reported) {
+                deferred += 1;
+            }
+            let short = ran.as_ref().is_some_and(|r| r.took < SHORT_TASK);
+            if deferred > 0 && (!more || !short || deferred >= MAX_DEFERRED_REPORTS) {
+                deferred = 0;
+                inner.reports.wake();
+            }
+            inner.concluded.fetch_add(1, Ordering::Release);
+        }
+        if deferred > 0 {
+            inner.reports.wake();
+        }
+    }
+}
+
 /// Keeps the network thread awake until an executor concludes a task after `concluded` was
 /// `before` (its report is then queued and its writer woken), or until `until`: a task handed
 /// to a free executor that is likely short, whose report then goes out without the network
@@ -505,17 +654,20 @@ async fn poll_for_report(inner: &Inner, due: Option<(u64, Instant)>) {
     }
 }
 
-/// Sends the chunk store's memory use when it changed and a heartbeat every `heartbeat`.
-async fn report_memory(inner: Arc<Inner>, heartbeat: Duration) {
+/// Sends the chunk store's memory use when it changed and a heartbeat every `heartbeat`, from
+/// a thread of its own (so that a task running on the network thread cannot hold heartbeats
+/// up), until the worker stops.
+fn report_memory(inner: Arc<Inner>, heartbeat: Duration) {
     let period = MEMORY_REPORT_PERIOD
         .min(heartbeat)
         .max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last = None;
     let mut last_beat = Instant::now();
     loop {
-        ticker.tick().await;
+        std::thread::sleep(period);
+        if inner.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         let stats = inner.store.lock().stats();
         let now = (stats.memory_bytes, stats.spilled_bytes);
         if last != Some(now) {
@@ -871,22 +1023,144 @@ impl Inner {
         }
         let arrival = queue.arrivals;
         queue.arrivals += 1;
+        let on_network_thread =
+            NETWORK_THREAD_OF.with(|t| t.get()) == std::ptr::from_ref(self) as usize;
+        if on_network_thread
+            && !queue.inline_pending
+            && queue.free > 0
+            && queue.jobs.is_empty()
+            && queue.runs_inline(&job.task)
+        {
+            // The network thread runs it on a free executor's slot once it has read what is
+            // waiting; no executor is woken.
+            queue.free -= 1;
+            queue.inline_pending = true;
+            tracing::trace!(key = %job.task.key.short(), "running on the network thread");
+            queue.jobs.push(Queued {
+                priority: job.task.priority,
+                arrival,
+                job,
+            });
+            drop(queue);
+            self.inline.notify_one();
+            return None;
+        }
         let likely_quick = queue.free > 0
             && queue.jobs.is_empty()
-            && queue.last_run.as_ref().is_some_and(|last| {
-                last.took < SHORT_TASK
-                    && last.module == job.task.module
-                    && last.function == job.task.function
-            });
+            && queue.last_took(&job.task).is_some_and(|t| t < SHORT_TASK);
         let concluded = likely_quick.then(|| self.concluded.load(Ordering::Acquire));
         queue.jobs.push(Queued {
             priority: job.task.priority,
             arrival,
             job,
         });
+        // An executor whose slot the network thread holds is not woken for nothing.
+        let idle = queue.free > 0;
         drop(queue);
-        self.queue.ready.notify_one();
+        if idle {
+            self.queue.ready.notify_one();
+        }
         concluded
+    }
+
+    /// Runs one job on this thread and concludes it (with `deferred`, its report is queued
+    /// without waking the writer). None if the attempt was dropped before it started.
+    ///
+    /// On the network thread (`inline`), the task may run for [`INLINE_OVERRUN`] at most: one
+    /// that runs longer (its function's last run was short, this one is not) is interrupted
+    /// and queued again for the executor threads, which run it from the start (tasks have no
+    /// effects outside their result), so that the network thread does not stay away from
+    /// peers and the scheduler.
+    fn run_job(&self, job: Job, deferred: bool, inline: bool) -> Option<Ran> {
+        let Job {
+            task,
+            inputs,
+            lease,
+            run,
+        } = job;
+        let cancel = self.start_executing(task.key, run)?;
+        let mut limits = self.limits_for(&task.limits);
+        let overrun = (inline && limits.timeout > INLINE_OVERRUN).then(|| {
+            limits.timeout = INLINE_OVERRUN;
+            inputs.clone()
+        });
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.execute(&task, inputs, &limits, &cancel)
+        }))
+        .unwrap_or_else(|_| Outcome::Failed {
+            kind: FailureKind::Internal,
+            message: "the worker panicked while running the task".into(),
+        });
+        let took = started.elapsed();
+        if let Some(inputs) = overrun
+            && matches!(
+                outcome,
+                Outcome::Failed {
+                    kind: FailureKind::DeadlineExceeded,
+                    ..
+                }
+            )
+        {
+            tracing::debug!(key = %task.key.short(), "a task run on the network thread overran: the executors take it");
+            let (module, function) = (task.module, task.function.clone());
+            self.requeue(Job {
+                task,
+                inputs,
+                lease,
+                run,
+            });
+            return Some(Ran {
+                module,
+                function,
+                took,
+                reported: false,
+            });
+        }
+        drop(lease);
+        let reported = self.conclude_with(task.key, run, outcome, deferred);
+        Some(Ran {
+            module: task.module,
+            function: task.function,
+            took,
+            reported,
+        })
+    }
+
+    /// Puts back in the queue a job whose run on the network thread was interrupted (see
+    /// [`Inner::run_job`]); the caller gives its slot back to the executors.
+    fn requeue(&self, job: Job) {
+        {
+            let mut tasks = self.tasks.lock();
+            match tasks.get_mut(&job.task.key) {
+                Some(entry)
+                    if entry.run == job.run && matches!(entry.state, TaskState::Running { .. }) =>
+                {
+                    entry.state = TaskState::Queued;
+                }
+                // Dropped meanwhile.
+                _ => return,
+            }
+        }
+        let mut queue = self.queue.state.lock();
+        let arrival = queue.arrivals;
+        queue.arrivals += 1;
+        queue.jobs.push(Queued {
+            priority: job.task.priority,
+            arrival,
+            job,
+        });
+    }
+
+    /// Gives back the slot of a job that ran (`ran`, None if it was dropped), remembering how
+    /// long its function took; returns whether more tasks are ready.
+    fn free_slot(&self, ran: Option<&Ran>) -> bool {
+        let mut queue = self.queue.state.lock();
+        queue.free += 1;
+        if let Some(ran) = ran {
+            queue.remember(ran.module, &ran.function, ran.took);
+        }
+        !queue.jobs.is_empty()
     }
 
     /// One executor thread (one per slot): runs ready tasks one after the other, and reports
@@ -907,7 +1181,10 @@ impl Inner {
                     if queue.stopped {
                         return;
                     }
-                    if let Some(queued) = queue.jobs.pop() {
+                    // No slot free: the network thread runs a task on this one's.
+                    if queue.free > 0
+                        && let Some(queued) = queue.jobs.pop()
+                    {
                         queue.free -= 1;
                         break queued.job;
                     }
@@ -918,58 +1195,25 @@ impl Inner {
                     self.queue.ready.wait(&mut queue);
                 }
             };
-            let Job {
-                task,
-                inputs,
-                lease,
-                run,
-            } = job;
-            let Some(cancel) = self.start_executing(task.key, run) else {
-                self.queue.state.lock().free += 1;
-                continue;
-            };
             let same = last
                 .as_ref()
-                .is_some_and(|(m, f)| *m == task.module && *f == task.function);
+                .is_some_and(|(m, f)| *m == job.task.module && *f == job.task.function);
             if deferred > 0 && !(same && last_short) {
                 deferred = 0;
                 self.reports.wake();
             }
-            let limits = self.limits_for(&task.limits);
-            let started = Instant::now();
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.execute(&task, inputs, &limits, &cancel)
-            }))
-            .unwrap_or_else(|_| Outcome::Failed {
-                kind: FailureKind::Internal,
-                message: "the worker panicked while running the task".into(),
-            });
-            let took = started.elapsed();
-            last_short = took < SHORT_TASK;
+            let ran = self.run_job(job, true, false);
+            let more = self.free_slot(ran.as_ref());
+            let Some(ran) = ran else {
+                continue;
+            };
+            last_short = ran.took < SHORT_TASK;
             if !same {
-                last = Some((task.module, task.function.clone()));
+                last = Some((ran.module, ran.function));
             }
-            drop(lease);
-            if self.conclude_with(task.key, run, outcome, true) {
+            if ran.reported {
                 deferred += 1;
             }
-            let more = {
-                let mut queue = self.queue.state.lock();
-                queue.free += 1;
-                match &mut queue.last_run {
-                    Some(l) if l.module == task.module && l.function == task.function => {
-                        l.took = took;
-                    }
-                    other => {
-                        *other = Some(LastRun {
-                            module: task.module,
-                            function: task.function.clone(),
-                            took,
-                        });
-                    }
-                }
-                !queue.jobs.is_empty()
-            };
             if deferred > 0 && (!more || !last_short || deferred >= MAX_DEFERRED_REPORTS) {
                 deferred = 0;
                 self.reports.wake();

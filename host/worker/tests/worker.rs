@@ -783,7 +783,10 @@ async fn a_long_task_after_short_ones_does_not_hold_up_commands() {
         link.run(&short);
         link.finished(short.key).await;
     }
-    // The same function, now two minutes long, alone on the worker.
+    // The same function, now two minutes long, alone on the idle worker: from the runs before
+    // it looks short, so the network thread starts it itself, then hands it to an executor
+    // thread when it overruns.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let long = literal_task(module, "busy_wait", vec![enc(120_000_000u64)], 0);
     link.run(&long);
     let asked = std::time::Instant::now();
