@@ -340,7 +340,7 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
             DType::F64 => {
                 let packs = &mut (&mut pack_a, &mut pack_b);
                 let a_t = BSource::TransposeOf(a, k);
-                gemm_f64::<true>(&mut c[cat..], m, a, k, a_t, (m, k, m), packs)
+                gemm_f64::<true>(&mut c[cat..], m, a, k, a_t, (m, k, m), packs, false)
             }
             other => with_dtype!(other, T => {
                 let at = transposed::<T>(a, m, k);
@@ -610,6 +610,7 @@ fn gemm_f64_min(
         (m, k, n),
         &mut packs,
         &mut levels[..depth],
+        false,
     );
 }
 
@@ -664,6 +665,9 @@ pub(crate) fn strassen_levels(m: usize, k: usize, n: usize, min: usize) -> usize
 /// temporaries X and Y or straight into C's quadrants, which each product adds to: `X = P1`,
 /// `C11 += X`, `C11 += P2`, `X += P6`, `Y = P5`, `C12 += X + Y`, `C12 += P3`, `X += P7`,
 /// `C22 += X + Y`, `C21 += X`, `C21 += A22 (-T4)`: four passes over C besides the products.
+/// `X = P1` and `Y = P5` overwrite the temporaries (`overwrite`: the leaves' register tiles
+/// are stored rather than added, and a step's passes over C become copies), so they are
+/// never cleared.
 #[allow(clippy::too_many_arguments)]
 fn strassen(
     c: &mut [u8],
@@ -674,19 +678,36 @@ fn strassen(
     (m, k, n): (usize, usize, usize),
     packs: &mut (&mut Vec<V>, &mut Vec<V>),
     levels: &mut [Vec<u8>],
+    mut overwrite: bool,
 ) {
     let Some((mine, deeper)) = levels.split_first_mut() else {
-        gemm_f64::<false>(c, ldc, a, lda, b, (m, k, n), packs);
+        gemm_f64::<false>(c, ldc, a, lda, b, (m, k, n), packs, overwrite);
         return;
     };
     let (m2, k2, n2) = (m / 2, k / 2, n / 2);
     let (me, ke, ne) = (2 * m2, 2 * k2, 2 * n2);
+    if overwrite && (me, ke, ne) != (m, k, n) {
+        // The peeled parts add to C: start from zeros.
+        for row in 0..m {
+            c[row * ldc * 8..(row * ldc + n) * 8].fill(0);
+        }
+        overwrite = false;
+    }
     if ke < k {
-        gemm_f64::<false>(c, ldc, &a[ke * 8..], lda, b.at(ke, 0), (m, 1, n), packs);
+        gemm_f64::<false>(
+            c,
+            ldc,
+            &a[ke * 8..],
+            lda,
+            b.at(ke, 0),
+            (m, 1, n),
+            packs,
+            false,
+        );
     }
     if me < m {
         let (row_c, row_a) = (&mut c[me * ldc * 8..], &a[me * lda * 8..]);
-        gemm_f64::<false>(row_c, ldc, row_a, lda, b, (1, ke, n), packs);
+        gemm_f64::<false>(row_c, ldc, row_a, lda, b, (1, ke, n), packs, false);
     }
     if ne < n {
         gemm_f64::<false>(
@@ -697,6 +718,7 @@ fn strassen(
             b.at(0, ne),
             (me, ke, 1),
             packs,
+            false,
         );
     }
 
@@ -734,19 +756,40 @@ fn strassen(
     let half = (m2, k2, n2);
     let (c12, c21, c22) = (n2 * 8, m2 * ldc * 8, (m2 * ldc + n2) * 8);
 
-    x.fill(0);
-    strassen(x, n2, a11, lda, b11, half, packs, deeper); // X = P1
-    add_into(c, ldc, x, None, (m2, n2));
-    strassen(c, ldc, a12, lda, b21, half, packs, deeper); // C11 += P1 + P2
-    strassen(x, n2, s(1), k2, t(1), half, packs, deeper); // X = P1 + P6
-    y.fill(0);
-    strassen(y, n2, s(0), k2, t(0), half, packs, deeper); // Y = P5
-    add_into(&mut c[c12..], ldc, x, Some(y), (m2, n2));
-    strassen(&mut c[c12..], ldc, s(3), k2, b22, half, packs, deeper); // C12 += P3
-    strassen(x, n2, s(2), k2, t(2), half, packs, deeper); // X = P1 + P6 + P7
-    add_into(&mut c[c22..], ldc, x, Some(y), (m2, n2));
-    add_into(&mut c[c21..], ldc, x, None, (m2, n2));
-    strassen(&mut c[c21..], ldc, a22, lda, t(3), half, packs, deeper); // C21 -= P4
+    // With `overwrite`, the passes over C replace its quadrants (`C11 = X`, ...) and the
+    // products then add to them.
+    let o = overwrite;
+    strassen(x, n2, a11, lda, b11, half, packs, deeper, true); // X = P1
+    add_into(c, ldc, x, None, (m2, n2), o);
+    strassen(c, ldc, a12, lda, b21, half, packs, deeper, false); // C11 += P1 + P2
+    strassen(x, n2, s(1), k2, t(1), half, packs, deeper, false); // X = P1 + P6
+    strassen(y, n2, s(0), k2, t(0), half, packs, deeper, true); // Y = P5
+    add_into(&mut c[c12..], ldc, x, Some(y), (m2, n2), o);
+    strassen(
+        &mut c[c12..],
+        ldc,
+        s(3),
+        k2,
+        b22,
+        half,
+        packs,
+        deeper,
+        false,
+    ); // C12 += P3
+    strassen(x, n2, s(2), k2, t(2), half, packs, deeper, false); // X = P1 + P6 + P7
+    add_into(&mut c[c22..], ldc, x, Some(y), (m2, n2), o);
+    add_into(&mut c[c21..], ldc, x, None, (m2, n2), o);
+    strassen(
+        &mut c[c21..],
+        ldc,
+        a22,
+        lda,
+        t(3),
+        half,
+        packs,
+        deeper,
+        false,
+    ); // C21 -= P4
 }
 
 /// The four sums of a Strassen-Winograd step (see [`strassen`]) from the quadrants `q`
@@ -824,12 +867,19 @@ fn combine<const B_SIDE: bool>([q11, q12, q21, q22]: [V; 4]) -> [V; 4] {
 }
 
 /// `c += x` (or `c += x + y`) for a `rows x cols` part of C (row stride `ldc` values) and
-/// contiguous `rows x cols` matrices `x` and `y`.
+/// contiguous `rows x cols` matrices `x` and `y`; with `overwrite`, `c = x` (or `c = x + y`).
 #[cfg_attr(
     all(target_arch = "wasm32", not(feature = "scalar")),
     target_feature(enable = "simd128")
 )]
-fn add_into(c: &mut [u8], ldc: usize, x: &[u8], y: Option<&[u8]>, (rows, cols): (usize, usize)) {
+fn add_into(
+    c: &mut [u8],
+    ldc: usize,
+    x: &[u8],
+    y: Option<&[u8]>,
+    (rows, cols): (usize, usize),
+    overwrite: bool,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
@@ -843,30 +893,44 @@ fn add_into(c: &mut [u8], ldc: usize, x: &[u8], y: Option<&[u8]>, (rows, cols): 
         // SAFETY: `(r, j)` and `(r, j + 1)` are inside C, X and Y (asserted above).
         unsafe {
             let (cr, xr) = (cp.add(r * ldc * 8), xp.add(r * cols * 8));
-            match yp {
-                Some(yp) => {
-                    let yr = yp.add(r * cols * 8);
+            let yr = yp.map(|yp| yp.add(r * cols * 8));
+            // One loop per case, so that each is a plain vector loop.
+            match (yr, overwrite) {
+                (Some(yr), false) => {
                     while j + 2 <= cols {
                         let xy = lanes::add(lanes::load(xr.add(8 * j)), lanes::load(yr.add(8 * j)));
                         lanes::store(cr.add(8 * j), lanes::add(lanes::load(cr.add(8 * j)), xy));
                         j += 2;
                     }
                 }
-                None => {
+                (Some(yr), true) => {
+                    while j + 2 <= cols {
+                        let xy = lanes::add(lanes::load(xr.add(8 * j)), lanes::load(yr.add(8 * j)));
+                        lanes::store(cr.add(8 * j), xy);
+                        j += 2;
+                    }
+                }
+                (None, false) => {
                     while j + 2 <= cols {
                         let v = lanes::add(lanes::load(cr.add(8 * j)), lanes::load(xr.add(8 * j)));
                         lanes::store(cr.add(8 * j), v);
                         j += 2;
                     }
                 }
+                (None, true) => {
+                    core::ptr::copy_nonoverlapping(xr, cr, cols / 2 * 16);
+                    j = cols / 2 * 2;
+                }
             }
             if j < cols {
                 let read = |p: *const u8| f64::from_le_bytes(p.add(8 * j).cast::<[u8; 8]>().read());
-                let xy = match yp {
-                    Some(yp) => read(xr) + read(yp.add(r * cols * 8)),
+                let mut v = match yr {
+                    Some(yr) => read(xr) + read(yr),
                     None => read(xr),
                 };
-                let v = read(cr) + xy;
+                if !overwrite {
+                    v += read(cr);
+                }
                 cr.add(8 * j).cast::<[u8; 8]>().write(v.to_le_bytes());
             }
         }
@@ -883,7 +947,9 @@ fn add_into(c: &mut [u8], ldc: usize, x: &[u8], y: Option<&[u8]>, (rows, cols): 
 /// to `packs` (A's, B's), grown when too small: at most 512 KB for A and 2 MB for B.
 ///
 /// With `UPPER` (for a product whose result is symmetric, `m == n`), only the tiles that hold
-/// an element on or above the diagonal are computed; the others are left as they were.
+/// an element on or above the diagonal are computed; the others are left as they were. With
+/// `overwrite` (not with `UPPER`), C's values are replaced rather than added to: `c = a . b`.
+#[allow(clippy::too_many_arguments)]
 fn gemm_f64<const UPPER: bool>(
     c: &mut [u8],
     ldc: usize,
@@ -892,8 +958,17 @@ fn gemm_f64<const UPPER: bool>(
     b: BSource<'_>,
     (m, k, n): (usize, usize, usize),
     packs: &mut (&mut Vec<V>, &mut Vec<V>),
+    overwrite: bool,
 ) {
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if overwrite {
+            for row in 0..m {
+                c[row * ldc * 8..(row * ldc + n) * 8].fill(0);
+            }
+        }
         return;
     }
     // What makes the raw reads and writes below stay inside the buffers.
@@ -952,8 +1027,8 @@ fn gemm_f64<const UPPER: bool>(
                                 strip_b.as_ptr(),
                                 c.as_mut_ptr().add(at),
                                 ldc,
-                                rows,
-                                cols,
+                                (rows, cols),
+                                overwrite && pc == 0,
                             )
                         };
                     }
@@ -1097,10 +1172,10 @@ fn pack_a(out: &mut [V], a: &[u8], ld: usize, ic: usize, mc: usize, pc: usize, k
     }
 }
 
-/// `C[..rows, ..cols] += A . B` for one tile: `a` holds `kc` steps of `MR` vectors of A (each
-/// value in both lanes), `b`
-/// `kc` steps of `NR / 2` vectors of B, `c` points at the tile's first element in a row-major
-/// C of `ldc` columns (little-endian f64, any alignment).
+/// `C[..rows, ..cols] += A . B` (with `store`, `= A . B`) for one tile: `a` holds `kc` steps of
+/// `MR` vectors of A (each value in both lanes), `b` `kc` steps of `NR / 2` vectors of B, `c`
+/// points at the tile's first element in a row-major C of `ldc` columns (little-endian f64,
+/// any alignment).
 ///
 /// # Safety
 ///
@@ -1117,8 +1192,8 @@ unsafe fn micro(
     b: *const V,
     c: *mut u8,
     ldc: usize,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
+    store: bool,
 ) {
     const NB: usize = NR / 2;
     if kc == 0 {
@@ -1194,7 +1269,12 @@ unsafe fn micro(
                 // SAFETY: inside the full tile.
                 unsafe {
                     let p = c.add((r * ldc + 2 * j) * 8);
-                    lanes::store(p, lanes::add(lanes::load(p), *v));
+                    let v = if store {
+                        *v
+                    } else {
+                        lanes::add(lanes::load(p), *v)
+                    };
+                    lanes::store(p, v);
                 }
             }
         }
@@ -1204,7 +1284,10 @@ unsafe fn micro(
                 // SAFETY: inside the partial tile.
                 unsafe {
                     let p = c.add((r * ldc + col) * 8).cast::<[u8; 8]>();
-                    let v = f64::from_le_bytes(p.read()) + lanes::lane(row[col / 2], col % 2);
+                    let mut v = lanes::lane(row[col / 2], col % 2);
+                    if !store {
+                        v += f64::from_le_bytes(p.read());
+                    }
                     p.write(v.to_le_bytes());
                 }
             }
