@@ -261,3 +261,24 @@ fn long_tasks_are_not_dispatched_early() {
     assert!(sim.undelivered().is_empty());
     assert_eq!(sim.core.stats().early_runs, 0);
 }
+
+#[test]
+fn a_long_stencil_of_short_steps_stays_split_between_the_workers() {
+    // 4 columns on 2 one-slot workers, 100 us steps: two columns each, kept there (each step
+    // fetches one boundary chunk per worker), and close to the ideal 2 tasks per step.
+    let mut sim = Sim::new(two_workers(true, 3));
+    sim.submit_at(Micros(0), ClientId(1), &stencil(4, 300, Micros(100), 8));
+    let report = sim.drive().expect("simulation").clone();
+    assert!(sim.undelivered().is_empty());
+    let runs = &report.runs_by_worker;
+    eprintln!("{runs:?}, makespan {:?}", report.makespan);
+    assert_eq!(runs.iter().sum::<u64>(), report.runs_started);
+    let (least, most) = (runs.iter().min().unwrap(), runs.iter().max().unwrap());
+    assert!(least * 100 >= most * 95, "runs per worker {runs:?}");
+    let ideal = 300 * 2 * 100;
+    assert!(
+        report.makespan.0 * 100 < ideal * 115,
+        "makespan {:?} against an ideal of {ideal} us",
+        report.makespan
+    );
+}

@@ -107,6 +107,8 @@ pub struct SimReport {
     pub bytes_moved: u64,
     /// Task runs started.
     pub runs_started: u64,
+    /// Task runs started on each worker, in the order the workers joined.
+    pub runs_by_worker: Vec<u64>,
     /// `TaskDone` notices per (client, key).
     pub done: BTreeMap<(ClientId, TaskKey), u32>,
     /// `TaskErred` notices per (client, key), with the origin of the error.
@@ -713,6 +715,10 @@ impl Sim {
                 fails: false,
             });
             self.report.runs_started += 1;
+            if self.report.runs_by_worker.len() <= i {
+                self.report.runs_by_worker.resize(i + 1, 0);
+            }
+            self.report.runs_by_worker[i] += 1;
             let n = self.running_anywhere.entry(key).or_default();
             *n += 1;
             if *n > 1 {
