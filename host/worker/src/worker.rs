@@ -36,11 +36,10 @@ const SHORT_TASK: Duration = Duration::from_micros(200);
 
 /// A ready task of a function whose last run here took less than this may run on the network
 /// thread itself when a slot is free, instead of waking an executor thread: one thread hand-off
-/// (a wake-up of an idle CPU) less per task, and its report and the chunk answers it lets go
-/// leave without another. Longer tasks go to the executor threads, so that the network thread
-/// keeps serving peers and the scheduler; a task that turns out longer than its function's
-/// last run holds them up for its duration (heartbeats do not depend on this thread).
-const INLINE_TASK: Duration = Duration::from_millis(1);
+/// (a wake-up of an idle CPU, 20-40 us on a VM) less per task, and its report and the chunk
+/// answers it lets go leave without another. Longer tasks go to the executor threads, so that
+/// the network thread keeps serving peers and the scheduler meanwhile (docs/worker.md).
+const INLINE_TASK: Duration = Duration::from_micros(150);
 
 /// How long a task run on the network thread may take before it is interrupted and handed to
 /// the executor threads (see [`Inner::run_job`]).
