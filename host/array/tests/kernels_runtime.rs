@@ -85,7 +85,22 @@ fn kernels_match_ndarray_through_the_runtime() -> Result<()> {
     assert!(names.iter().any(|n| n == "matmul_acc"), "{names:?}");
 
     let (xb, x) = random(&k, &[37, 53], 7)?;
-    assert_eq!(x[[2, 3]], chunk::uniform(7, 2 * 53 + 3));
+    // Every element is bitwise the client's `uniform`, also for a negative seed (counters
+    // that wrap around).
+    for (i, v) in x.iter().enumerate() {
+        assert_eq!(
+            v.to_bits(),
+            chunk::uniform(7, i as u64).to_bits(),
+            "element {i}"
+        );
+    }
+    let (_, wrapped) = random(&k, &[3, 5], -3)?;
+    for (i, v) in wrapped.iter().enumerate() {
+        assert_eq!(
+            v.to_bits(),
+            chunk::uniform(-3i64 as u64, i as u64).to_bits()
+        );
+    }
     let (yb, y) = random(&k, &[53, 37], 8)?;
     let tol = 1e-12;
 
