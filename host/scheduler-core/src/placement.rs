@@ -101,13 +101,13 @@ impl Core {
                     _ => {}
                 }
             }
-            // A few idle workers too, also for a task dispatched early: nearly every task of a
-            // chain of short ones is, and with the holders of its inputs as the only
-            // candidates, work never spreads to a worker that holds none of it (one that
-            // joined late, or that lost its share: measured, a 4-column stencil ran ~88% of its
-            // tasks on one of 2 workers).
             let idle = self.idle.members();
-            if !idle.is_empty() {
+            // An early task goes where its inputs are computed (below); idle workers are
+            // candidates for ready tasks only.
+            let early = task
+                .deps()
+                .any(|d| matches!(self.tasks[d as usize].state, TaskState::Processing { .. }));
+            if !idle.is_empty() && (!early || cands.is_empty()) {
                 for k in 0..IDLE_CANDIDATES.min(idle.len()) {
                     let w = idle[(self.rr + k) % idle.len()];
                     if !cands.contains(&w) {

@@ -282,30 +282,3 @@ fn a_long_stencil_of_short_steps_stays_split_between_the_workers() {
         report.makespan
     );
 }
-
-#[test]
-fn a_worker_that_joins_during_a_stencil_takes_a_share_of_it() {
-    // All columns start on one worker; the second joins after a few steps. Nearly every task
-    // is dispatched early (to where its inputs are computed), so only the idle worker's being
-    // a candidate for early tasks lets it take columns over.
-    let mut cfg = two_workers(true, 5);
-    cfg.workers.truncate(1);
-    let mut sim = Sim::new(cfg);
-    sim.submit_at(Micros(0), ClientId(1), &stencil(4, 300, Micros(100), 8));
-    sim.join_at(
-        Micros(2_000),
-        WorkerSpec {
-            slots: 1,
-            ..WorkerSpec::default()
-        },
-    );
-    let report = sim.drive().expect("simulation").clone();
-    assert!(sim.undelivered().is_empty());
-    let runs = &report.runs_by_worker;
-    eprintln!("{runs:?}, makespan {:?}", report.makespan);
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    assert!(runs[1] * 100 >= runs[0] * 90, "runs per worker {runs:?}");
-    // 1,200 tasks of 100 us on 2 slots, the second from 2 ms on: 61 ms at best (74 ms when
-    // idle workers were candidates for ready tasks only).
-    assert!(report.makespan.0 < 66_000, "makespan {:?}", report.makespan);
-}
