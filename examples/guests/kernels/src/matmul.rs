@@ -253,22 +253,34 @@ pub fn matmul_acc(mut c: Vec<u8>, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
     Ok(c)
 }
 
+/// The accumulator of a sum of products: `c` itself, or zeros of its shape when `c` is a spec
+/// (a header without data).
+fn accumulator(c: Vec<u8>) -> Result<Vec<u8>> {
+    let spec = parse_spec(&c, "c")?;
+    Ok(if c.len() == spec.header_len() {
+        spec.zeroed()
+    } else {
+        c
+    })
+}
+
+/// Refuses an empty or odd list of blocks for `name`, which takes pairs.
+fn check_pairs(name: &str, pairs: &[Vec<u8>]) -> Result<()> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        bail!(
+            "{name} takes c and pairs of blocks, got {} blocks after c",
+            pairs.len()
+        );
+    }
+    Ok(())
+}
+
 /// `matmul_sum(c, a1, b1, a2, b2, ...)`: `c + a1 . b1 + a2 . b2 + ...`, written into `c`'s
 /// buffer; `c` may be a spec (a header without data): the sum then starts from zeros. One
 /// task accumulates a whole row-times-column of blocks instead of a chain of `matmul_acc`.
 pub fn matmul_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
-    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
-        bail!(
-            "matmul_sum takes c and pairs of blocks, got {} blocks after c",
-            pairs.len()
-        );
-    }
-    let spec = parse_spec(&c, "c")?;
-    let mut c = if c.len() == spec.header_len() {
-        spec.zeroed()
-    } else {
-        c
-    };
+    check_pairs("matmul_sum", &pairs)?;
+    let mut c = accumulator(c)?;
     let (mc, cat) = parse(&c, "c")?;
     let mut scratch = Scratch::default();
     for pair in pairs.chunks_exact(2) {
@@ -311,12 +323,7 @@ pub fn syrk_sum(c: Vec<u8>, blocks: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     if blocks.is_empty() {
         bail!("syrk_sum takes c and at least one block");
     }
-    let spec = parse_spec(&c, "c")?;
-    let mut c = if c.len() == spec.header_len() {
-        spec.zeroed()
-    } else {
-        c
-    };
+    let mut c = accumulator(c)?;
     let (mc, cat) = parse(&c, "c")?;
     let (mut pack_a, mut pack_b) = (Vec::new(), Vec::new());
     for block in &blocks {
@@ -389,18 +396,8 @@ fn operand<'a>(bytes: &'a [u8], what: &str) -> Result<std::borrow::Cow<'a, [u8]>
 /// Strassen-Winograd steps, whose sums of B's quadrants, formed here from the stored block, are
 /// the transposes of the same sums.
 pub fn matmul_nt_sum(c: Vec<u8>, pairs: Vec<Vec<u8>>) -> Result<Vec<u8>> {
-    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
-        bail!(
-            "matmul_nt_sum takes c and pairs of blocks, got {} blocks after c",
-            pairs.len()
-        );
-    }
-    let spec = parse_spec(&c, "c")?;
-    let mut c = if c.len() == spec.header_len() {
-        spec.zeroed()
-    } else {
-        c
-    };
+    check_pairs("matmul_nt_sum", &pairs)?;
+    let mut c = accumulator(c)?;
     let (mc, cat) = parse(&c, "c")?;
     let mut scratch = Scratch::default();
     for pair in pairs.chunks_exact(2) {
