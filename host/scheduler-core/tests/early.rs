@@ -33,22 +33,13 @@ fn early_pair() -> (Core, TaskSpec, TaskSpec) {
 
 /// Two one-slot workers, 50 us one-way latency with jitter.
 fn two_workers(early_dispatch: bool, seed: u64) -> SimConfig {
+    let config = Config {
+        early_dispatch,
+        ..Config::default()
+    };
     SimConfig {
-        core: Config {
-            early_dispatch,
-            ..Config::default()
-        },
-        workers: vec![
-            WorkerSpec {
-                slots: 1,
-                ..WorkerSpec::default()
-            };
-            2
-        ],
-        latency: Micros(50),
-        jitter: Micros(20),
         seed,
-        ..SimConfig::default()
+        ..two_one_slot_workers(config, Micros(50))
     }
 }
 

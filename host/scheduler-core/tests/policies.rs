@@ -134,22 +134,11 @@ fn a_root_backlog_keeps_workers_busy_across_the_round_trip_in_the_simulator() {
     // two tasks per worker at a time, a slot waits for each report to travel and the next task
     // to come back; with 1 ms of backlog it does not.
     let makespan = |root_backlog: Micros| {
-        let mut sim = Sim::new(SimConfig {
-            core: Config {
-                root_backlog,
-                ..Config::default()
-            },
-            workers: vec![
-                WorkerSpec {
-                    slots: 1,
-                    ..WorkerSpec::default()
-                };
-                2
-            ],
-            latency: Micros(100),
-            jitter: Micros(20),
-            ..SimConfig::default()
-        });
+        let config = Config {
+            root_backlog,
+            ..Config::default()
+        };
+        let mut sim = Sim::new(two_one_slot_workers(config, Micros(100)));
         let mut graph = GraphBuilder::new(1);
         let keys: Vec<_> = (0..400)
             .map(|_| graph.task("map", &[], Micros(100), 8))

@@ -1,6 +1,7 @@
 //! Helpers for driving a [`Core`] by hand in tests.
 #![allow(dead_code)]
 
+use taskhost_scheduler_core::sim::{SimConfig, WorkerSpec};
 use taskhost_scheduler_core::*;
 
 pub fn module() -> ModuleId {
@@ -65,4 +66,21 @@ pub fn finish(core: &mut Core, worker: WorkerId, key: TaskKey, nbytes: u64, dura
     )
     .unwrap();
     core.validate().unwrap();
+}
+
+/// Two one-slot workers with the core's `config`, `latency` one way, up to 20 us of jitter.
+pub fn two_one_slot_workers(config: Config, latency: Micros) -> SimConfig {
+    SimConfig {
+        core: config,
+        workers: vec![
+            WorkerSpec {
+                slots: 1,
+                ..WorkerSpec::default()
+            };
+            2
+        ],
+        latency,
+        jitter: Micros(20),
+        ..SimConfig::default()
+    }
 }
