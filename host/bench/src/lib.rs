@@ -300,10 +300,12 @@ pub fn build(g: &Graph, k: &Kernels<'_>, spec: &Spec, nonce: u64) -> Result<Buil
                     deps_of = deps_at(t);
                 }
                 let mut next = Vec::with_capacity(width);
-                for deps in &deps_of {
+                for (i, deps) in deps_of.iter().enumerate() {
                     let d: Vec<(&Handle<Raw>, u64)> =
                         deps.iter().map(|&j| (&row[j].0, row[j].1)).collect();
-                    next.push(kernel(g, k, &shared, &d, 0)?);
+                    let (h, v) = kernel(g, k, &shared, &d, 0)?;
+                    tracing::trace!(target: "taskhost::timeline", key = %h.key().short(), column = i, step = t, "task");
+                    next.push((h, v));
                 }
                 row = next;
             }

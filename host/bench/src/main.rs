@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -22,6 +23,11 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Write the scheduler's and workers' task events (dispatches, starts, ends, chunk
+    /// requests and answers, with microsecond times) to this file; `host/bench/timeline.py`
+    /// reads it. It slows the run a little.
+    #[arg(long, global = true, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Runs per measurement; the median is reported.
     #[arg(long, global = true, default_value_t = 3)]
     repeat: usize,
@@ -52,6 +58,10 @@ struct ClusterArgs {
     /// Embedded cluster: send tasks to workers only once their inputs are computed.
     #[arg(long, global = true)]
     no_early_dispatch: bool,
+    /// Embedded cluster: keep each worker's threads on CPUs of its own (when there is one per
+    /// slot; see `LocalClusterBuilder::pin_workers`).
+    #[arg(long, global = true)]
+    pin: bool,
     /// Run zero-work trivial tasks and the latency probe on the wasip2 example guest too
     /// (default: on the lean guest, whose instances are cheaper).
     #[arg(long, global = true)]
@@ -224,6 +234,7 @@ async fn connect(c: &ClusterArgs) -> Result<Target> {
                 .workers(c.workers)
                 .slots(c.slots)
                 .early_dispatch(!c.no_early_dispatch)
+                .pin_workers(c.pin)
                 .client()
                 .await?;
             let mut target = Target::new(client, c.workers * c.slots as usize, None).await?;
@@ -450,17 +461,57 @@ fn print_compare(th: &SuiteResult, dasks: &[(String, Value)]) {
 // The client side on one thread: no hand-offs between runtime threads on the submit-to-result
 // path (latency 303-316 us against 357-365 us as processes, 245 us against 338 us embedded, in
 // runs of 2026-11-26 at load ~1); the scheduler and workers have threads of their own.
+/// The events of `--timeline`, kept in memory while the run goes on (writing each one out would
+/// slow the threads being observed).
+#[derive(Clone, Default)]
+struct TimelineBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for TimelineBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    // Logs of the embedded cluster, off unless RUST_LOG asks for them.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let timeline = cli.timeline.as_ref().map(|_| TimelineBuffer::default());
+    // Logs of the embedded cluster, off unless RUST_LOG asks for them; with --timeline, the
+    // scheduler's and workers' task events too, into the file.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    match &timeline {
+        Some(buffer) => {
+            let buffer = buffer.clone();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter.add_directive("taskhost::timeline=trace".parse()?))
+                .with_ansi(false)
+                .with_writer(move || buffer.clone())
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    let result = run(&cli).await;
+    if let (Some(path), Some(buffer)) = (&cli.timeline, timeline) {
+        let bytes = std::mem::take(&mut *buffer.0.lock().unwrap_or_else(|e| e.into_inner()));
+        std::fs::write(path, bytes)
+            .with_context(|| format!("writing the timeline to {}", path.display()))?;
+    }
+    result
+}
+
+async fn run(cli: &Cli) -> Result<()> {
     let mut t = connect(&cli.cluster).await?;
     match &cli.command {
         Cmd::Run {

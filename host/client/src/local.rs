@@ -28,6 +28,7 @@ pub struct LocalClusterBuilder {
     slots: Option<u32>,
     memory_limit: Option<u64>,
     early_dispatch: bool,
+    pin_workers: bool,
     options: ClientOptions,
 }
 
@@ -77,6 +78,22 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Whether each worker's threads are kept on CPUs of their own (default: no). It applies
+    /// when there are two workers or more and a CPU for every slot of every worker (see
+    /// [`taskhost_worker::cpu_sets`]); otherwise the OS places the threads as usual. Kept
+    /// apart, a worker's thread is not woken behind another worker's running task, which
+    /// cut the time a chunk takes between two workers on a 2-CPU machine (`docs/worker.md`);
+    /// but a worker cannot move away from a CPU that another program keeps busy.
+    ///
+    /// ```
+    /// let b = taskhost_client::LocalCluster::builder().pin_workers(true);
+    /// # let _ = b;
+    /// ```
+    pub fn pin_workers(mut self, on: bool) -> Self {
+        self.pin_workers = on;
+        self
+    }
+
     /// Options of the clients [`client`](Self::client) and [`LocalCluster::client`] connect.
     ///
     /// ```
@@ -110,13 +127,15 @@ impl LocalClusterBuilder {
             .await
             .map_err(|e| Error::LocalCluster(format!("cannot start the scheduler: {e}")))?;
         let ticket = scheduler.ticket().clone();
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
+        let cpus = taskhost_worker::allowed_cpus();
         let workers_n = self.workers.max(1);
         let slots = self
             .slots
-            .unwrap_or_else(|| (cores / workers_n as u32).max(1));
+            .unwrap_or_else(|| (cpus.len() as u32 / workers_n as u32).max(1));
+        let cpu_sets = self
+            .pin_workers
+            .then(|| taskhost_worker::cpu_sets(&cpus, workers_n, slots))
+            .flatten();
         let mut cluster = LocalCluster {
             workers: Vec::with_capacity(workers_n),
             scheduler: Some(scheduler),
@@ -132,6 +151,9 @@ impl LocalClusterBuilder {
             config.name = Some(format!("local-{i}"));
             config.slots = slots;
             config.listen = listen;
+            if let Some(sets) = &cpu_sets {
+                config.cpus = sets[i].clone();
+            }
             if let Some(limit) = self.memory_limit {
                 config.memory_limit = limit;
             }
@@ -205,6 +227,7 @@ impl LocalCluster {
             slots: None,
             memory_limit: None,
             early_dispatch: true,
+            pin_workers: false,
             options: ClientOptions::default(),
         }
     }

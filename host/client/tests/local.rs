@@ -482,3 +482,78 @@ async fn results_released_and_resubmitted_at_once_are_recomputed() -> Result<()>
     }
     Ok(())
 }
+
+/// The CPUs each thread named `name` of this process may run on, from `/proc`.
+#[cfg(target_os = "linux")]
+fn cpus_of_threads(name: &str) -> Result<Vec<String>> {
+    let mut sets = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let dir = entry?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .context("no Cpus_allowed_list")?;
+        sets.push(line["Cpus_allowed_list:".len()..].trim().to_owned());
+    }
+    Ok(sets)
+}
+
+/// Pinned workers run on CPUs of their own, one each, and compute as usual; where there are
+/// fewer CPUs than slots nothing is pinned.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_workers_keep_to_cpus_of_their_own() -> Result<()> {
+    init_tracing();
+    let allowed = taskhost_worker::allowed_cpus();
+    let cluster = timeout(
+        LIMIT,
+        LocalCluster::builder()
+            .workers(2)
+            .slots(1)
+            .pin_workers(true)
+            .start(),
+    )
+    .await??;
+    let client = timeout(LIMIT, cluster.client()).await??;
+    let m = timeout(LIMIT, client.module(guest())).await??;
+    let g = Graph::new();
+    let xs: Vec<Handle<f64>> = (0..8)
+        .map(|i| g.call::<f64>(&m, "add", (f64::from(i), 1.0)))
+        .collect::<std::result::Result<_, _>>()?;
+    let total: f64 = timeout(LIMIT, client.compute_all(&xs)).await??.iter().sum();
+    assert_eq!(total, 36.0);
+    // Other tests of this binary may run clusters of their own meanwhile, unpinned: look
+    // at the threads whose set differs from the process's.
+    let whole = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_owned())
+        })
+        .context("no Cpus_allowed_list")?;
+    let mut sets = cpus_of_threads("taskhost-worker")?;
+    sets.extend(cpus_of_threads("taskhost-exec-0")?);
+    sets.retain(|s| *s != whole);
+    if allowed.len() >= 2 {
+        // Each worker's network and executor threads.
+        assert_eq!(sets.len(), 4, "{sets:?}");
+        let mut distinct = sets.clone();
+        distinct.sort();
+        distinct.dedup();
+        let mut expected = vec![allowed[0].to_string(), allowed[1].to_string()];
+        expected.sort();
+        assert_eq!(distinct, expected, "{sets:?}");
+    } else {
+        assert!(sets.is_empty(), "{sets:?}");
+    }
+    drop(client);
+    cluster.shutdown().await;
+    Ok(())
+}

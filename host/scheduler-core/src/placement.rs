@@ -135,21 +135,25 @@ impl Core {
     }
 
     /// Estimated start time of `t` on `w`, in microseconds: queued work per slot plus the
-    /// transfer time of the inputs `w` lacks.
+    /// transfer time of the inputs `w` lacks, each a peer round trip (`peer_latency`) plus
+    /// its bytes over the bandwidth (for small chunks the round trip is most of it).
     ///
     /// An input still being computed (early dispatch) is ready after its own estimated
-    /// duration at the earliest, and costs a peer round trip unless computed on `w` itself.
+    /// duration at the earliest.
     pub(crate) fn start_time(&self, t: Tid, w: Wid) -> f64 {
         let wk = &self.workers[w as usize];
         let queue = wk.occupancy as f64 / f64::from(wk.slots);
         let mut ready = 0.0f64;
         let mut round_trips = 0u32;
         for a in self.tasks[t as usize].args.iter() {
-            if let Arg::Dep(d) = *a
-                && let TaskState::Processing { worker: p, est, .. } = self.tasks[d as usize].state
-            {
-                ready = ready.max(f64::from(est));
-                round_trips += u32::from(p != w);
+            let Arg::Dep(d) = *a else { continue };
+            match &self.tasks[d as usize].state {
+                &TaskState::Processing { worker: p, est, .. } => {
+                    ready = ready.max(f64::from(est));
+                    round_trips += u32::from(p != w);
+                }
+                TaskState::Memory { holders, .. } => round_trips += u32::from(!holders.contains(w)),
+                _ => {}
             }
         }
         let transfers = f64::from(round_trips) * self.cfg.peer_latency.0 as f64

@@ -424,3 +424,41 @@ fn workers_over_their_memory_threshold_are_paused_and_resumed_in_the_simulator()
         "the small worker stayed paused"
     );
 }
+
+/// Places `b`, the dependent of a tiny chunk on worker 1, while worker 1 is still busy with
+/// a task estimated at `busy_us` and worker 2 is idle; returns where `b` went.
+fn placement_next_to_a_busy_holder(busy_us: u64) -> WorkerId {
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    // Measure the busy function first.
+    let q0 = task("q", 0, &[]);
+    submit(&mut core, 1, vec![q0.clone()], vec![q0.key]);
+    assert_eq!(runs(&drain(&mut core)), vec![(WorkerId(1), q0.key)]);
+    finish(&mut core, WorkerId(1), q0.key, 8, busy_us);
+    let a = task("a", 1, &[]);
+    let q1 = task("q", 2, &[]);
+    let b = task("b", 3, &[a.key]);
+    submit(
+        &mut core,
+        1,
+        vec![a.clone(), q1.clone(), b.clone()],
+        vec![b.key, q1.key],
+    );
+    let rs = runs(&drain(&mut core));
+    assert!(rs.contains(&(WorkerId(1), a.key)) && rs.contains(&(WorkerId(1), q1.key)));
+    join(&mut core, 2, 1);
+    finish(&mut core, WorkerId(1), a.key, 8, 50);
+    let rs = runs(&drain(&mut core));
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(rs[0].1, b.key);
+    rs[0].0
+}
+
+#[test]
+fn a_small_input_keeps_its_dependent_unless_the_holders_queue_outlasts_a_fetch() {
+    // Fetching 8 bytes from a peer costs a round trip (`peer_latency`, 100 us), not 8 bytes'
+    // worth of bandwidth: the dependent waits 50 us for the holder rather than move.
+    assert_eq!(placement_next_to_a_busy_holder(50), WorkerId(1));
+    // Behind 1 ms of work it moves to the idle worker.
+    assert_eq!(placement_next_to_a_busy_holder(1_000), WorkerId(2));
+}

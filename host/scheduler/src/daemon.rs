@@ -454,6 +454,7 @@ impl Daemon {
                 duration_us,
                 inline,
             } => {
+                tracing::trace!(target: "taskhost::timeline", worker = id.0, key = %key.short(), "finished");
                 worker.assigned.remove(&key);
                 self.running.remove(&key);
                 if let Some(bytes) = inline {
@@ -514,6 +515,7 @@ impl Daemon {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::RunTask(run) => {
+                    tracing::trace!(target: "taskhost::timeline", worker = run.worker.0, key = %run.key.short(), "dispatch");
                     self.flush_releases_to(run.worker);
                     self.run_task(*run);
                 }

@@ -39,6 +39,9 @@ pub struct WorkerConfig {
     /// QUIC settings of the worker's endpoints (the idle timeout bounds how long a vanished
     /// scheduler goes unnoticed).
     pub transport: TransportSettings,
+    /// CPUs the worker's threads run on (empty: wherever the OS puts them). Give workers that
+    /// share a machine disjoint sets, one CPU per slot: see [`cpu_sets`](crate::cpu_sets).
+    pub cpus: Vec<usize>,
 }
 
 impl WorkerConfig {
@@ -59,6 +62,7 @@ impl WorkerConfig {
             default_limits: Limits::default(),
             heartbeat: Duration::from_secs(1),
             transport: TransportSettings::default(),
+            cpus: Vec::new(),
         }
     }
 

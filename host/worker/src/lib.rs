@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod affinity;
 mod config;
 mod peers;
 mod worker;
@@ -40,6 +41,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use affinity::{allowed_cpus, cpu_sets};
 pub use config::{SPILL_FRACTION, WorkerConfig};
 use taskhost_net::NetError;
 pub use taskhost_net::{JoinTicket, TransportSettings};
@@ -197,6 +199,12 @@ impl WorkerHandle {
 pub async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     taskhost_net::spawn_runtime_thread("taskhost-worker", move |runtime| {
+        // Before any other thread of the worker starts: they inherit the set.
+        if !config.cpus.is_empty()
+            && let Err(e) = affinity::pin_current_thread(&config.cpus)
+        {
+            tracing::warn!(cpus = ?config.cpus, "cannot keep the worker on its CPUs: {e}");
+        }
         let runtime = match runtime {
             Ok(runtime) => runtime,
             Err(e) => {

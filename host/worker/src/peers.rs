@@ -90,8 +90,9 @@ impl Inner {
         match request {
             BulkRequest::Chunk(key) => self.serve_chunk(key, true).await,
             BulkRequest::ChunkWhenComputed(key) => {
-                tracing::trace!(key = %key.short(), "asked for a chunk once computed");
+                tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "asked");
                 if self.await_computed(key, UNKNOWN_TASK_GRACE).await {
+                    tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "answer");
                     self.serve_chunk(key, false).await
                 } else {
                     Ok(None)

@@ -772,6 +772,7 @@ impl Inner {
     }
 
     fn spawn_task(self: &Arc<Self>, task: RunTask) {
+        tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %task.key.short(), "run");
         self.counters.tasks_received.fetch_add(1, Ordering::Relaxed);
         let key = task.key;
         let mut tasks = self.tasks.lock();
@@ -1084,6 +1085,7 @@ impl Inner {
             inputs.clone()
         });
         let started = Instant::now();
+        tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %task.key.short(), inline, "start");
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.execute(&task, inputs, &limits, &cancel)
         }))
@@ -1117,6 +1119,7 @@ impl Inner {
             });
         }
         drop(lease);
+        tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %task.key.short(), "end");
         let reported = self.conclude_with(task.key, run, outcome, deferred);
         Some(Ran {
             module: task.module,
@@ -1371,7 +1374,10 @@ impl Inner {
                     .await;
             for ((index, key, pending, _), result) in fetches.into_iter().zip(results) {
                 match result {
-                    Ok(bytes) => inputs[index] = Some(Input::Bytes(bytes)),
+                    Ok(bytes) => {
+                        tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "fetched");
+                        inputs[index] = Some(Input::Bytes(bytes))
+                    }
                     Err(e) => {
                         tracing::warn!(key = %key.short(), error = %e, "input unavailable");
                         // The scheduler may count this worker itself as the holder (the only

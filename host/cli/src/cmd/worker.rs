@@ -46,6 +46,10 @@ pub struct WorkerArgs {
     /// Default memory cap of a task, such as `256MiB`.
     #[arg(long, value_parser = parse_size)]
     task_memory: Option<u64>,
+    /// Keep the worker's threads on these CPUs, such as `2,3` (workers sharing a host should
+    /// each get their own, one per slot) [default: wherever the OS puts them].
+    #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
+    cpus: Vec<usize>,
 }
 
 /// Runs the worker until Ctrl-C, SIGTERM, or the scheduler goes away.
@@ -81,6 +85,11 @@ pub fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
     if let Some(memory) = args.task_memory {
         config.default_limits.memory = memory;
     }
+    let allowed = taskhost_worker::allowed_cpus();
+    if let Some(cpu) = args.cpus.iter().find(|c| !allowed.contains(c)) {
+        anyhow::bail!("--cpus: CPU {cpu} is not one this process may use ({allowed:?})");
+    }
+    config.cpus = args.cpus;
     block_on(async move {
         let mut handle = taskhost_worker::start(config)
             .await
