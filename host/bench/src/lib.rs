@@ -598,23 +598,42 @@ impl Target {
         repeat: usize,
     ) -> Result<Metg> {
         let mut points = Vec::new();
-        for micros in granularities(start_us) {
-            let height = ((target_s * self.cores as f64 * 1e6) / (width as f64 * micros as f64))
+        let cores = self.cores as f64;
+        let spec = move |micros: u64| Spec {
+            shape,
+            width,
+            height: ((target_s * cores * 1e6) / (width as f64 * micros as f64))
                 .round()
-                .clamp(4.0, max_height as f64) as usize;
-            let spec = Spec {
-                shape,
-                width,
-                height,
-                micros,
-                bytes: 8,
-            };
-            let r = self.run_median(&spec, repeat).await?;
+                .clamp(4.0, max_height as f64) as usize,
+            micros,
+            bytes: 8,
+        };
+        // The 1-2-5 sweep down to the first duration below 50%...
+        let mut bracket = None;
+        let mut last_good = None;
+        for micros in granularities(start_us) {
+            let r = self.run_median(&spec(micros), repeat).await?;
             let low = r.efficiency < 0.5;
             points.push(r);
             if low {
+                bracket = last_good.map(|good| (micros, good));
                 break;
             }
+            last_good = Some(micros);
+        }
+        // ... then bisection between it and the last one above, in 10% steps at least.
+        for _ in 0..METG_BISECTIONS {
+            let Some(mid) = bracket.and_then(|(bad, good)| metg_midpoint(bad, good)) else {
+                break;
+            };
+            let Some((bad, good)) = bracket else { break };
+            let r = self.run_median(&spec(mid), repeat).await?;
+            bracket = Some(if r.efficiency < 0.5 {
+                (mid, good)
+            } else {
+                (bad, mid)
+            });
+            points.push(r);
         }
         Ok(Metg::from_points(points, self.cores))
     }
@@ -647,7 +666,30 @@ impl Target {
     }
 }
 
-/// The task durations METG tries, from `start_us` down to 1 us (1-2-5 steps).
+/// Bisection steps of [`Target::metg`] between the last 1-2-5 duration above 50% and the
+/// first below (200 and 100 us: 140, then 120 or 170).
+pub const METG_BISECTIONS: usize = 2;
+
+/// The duration METG tries between `bad` (below 50%) and `good` (above): their geometric mean
+/// rounded to 10 us, or `None` when that is not strictly between them or they are within 10%.
+///
+/// ```
+/// use taskhost_bench::metg_midpoint;
+/// assert_eq!(metg_midpoint(100, 200), Some(140));
+/// assert_eq!(metg_midpoint(140, 200), Some(170));
+/// assert_eq!(metg_midpoint(100, 140), Some(120));
+/// assert_eq!(metg_midpoint(100, 105), None);
+/// assert_eq!(metg_midpoint(10, 20), None);
+/// ```
+pub fn metg_midpoint(bad: u64, good: u64) -> Option<u64> {
+    if good <= bad || (good - bad) * 10 < good {
+        return None;
+    }
+    let mid = ((bad as f64 * good as f64).sqrt() / 10.0).round() as u64 * 10;
+    (mid > bad && mid < good).then_some(mid)
+}
+
+/// The task durations METG tries first, from `start_us` down to 1 us (1-2-5 steps).
 pub fn granularities(start_us: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut decade = 1u64;
@@ -677,7 +719,8 @@ pub struct Metg {
 }
 
 impl Metg {
-    fn from_points(points: Vec<RunResult>, cores: usize) -> Metg {
+    fn from_points(mut points: Vec<RunResult>, cores: usize) -> Metg {
+        points.sort_by_key(|p| std::cmp::Reverse(p.spec.micros));
         let best = points
             .iter()
             .filter(|p| p.efficiency >= 0.5)

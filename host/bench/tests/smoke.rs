@@ -59,6 +59,12 @@ async fn every_shape_gives_correct_results() -> Result<()> {
         t.wasi_guest = false;
         let m = t.metg(Shape::Stencil1d, 2, 200, 0.002, 8, 1).await?;
         assert!(!m.points.is_empty());
+        assert!(
+            m.points
+                .windows(2)
+                .all(|w| w[0].spec.micros >= w[1].spec.micros),
+            "points are listed largest duration first"
+        );
         let l = t.latency(5, 1).await?;
         assert_eq!(l.iters, 5);
         assert!(l.median_us > 0.0);
