@@ -167,13 +167,28 @@ class Runner:
 
     def metg(self, shape, radix, width, start_us, target_s, max_height, repeat):
         points = []
-        for us in granularities(start_us):
+
+        def point(us):
             h = int(min(max(round(target_s * self.cores * 1e6 / (width * us)), 4), max_height))
             r = self.run_median(repeat, shape, radix, width, h, us)
             points.append(r)
             print(json.dumps({"metg_point": r}), file=sys.stderr, flush=True)
-            if r["efficiency"] < 0.5:
+            return r["efficiency"] >= 0.5
+
+        # The 1-2-5 sweep down to the first duration below 50%, then bisection between it
+        # and the last one above, as taskhost-bench does (`metg_midpoint`).
+        bracket, good = None, None
+        for us in granularities(start_us):
+            if not point(us):
+                bracket = (us, good) if good else None
                 break
+            good = us
+        for _ in range(METG_BISECTIONS):
+            mid = bracket and metg_midpoint(*bracket)
+            if not mid:
+                break
+            bracket = (bracket[0], mid) if point(mid) else (mid, bracket[1])
+        points.sort(key=lambda p: -p["micros"])
         ok = [p for p in points if p["efficiency"] >= 0.5]
         best = min(ok, key=lambda p: p["micros"]) if ok else None
         return {"metg50_us": best["micros"] if best else None,
@@ -201,6 +216,17 @@ class Runner:
         if self.client is not None:
             self.client.close()
             self.cluster.close()
+
+
+METG_BISECTIONS = 2
+
+
+def metg_midpoint(bad, good):
+    """Geometric mean of bad and good rounded to 10 us, if strictly between and 10% apart."""
+    if good <= bad or (good - bad) * 10 < good:
+        return None
+    mid = round((bad * good) ** 0.5 / 10) * 10
+    return mid if bad < mid < good else None
 
 
 def granularities(start_us):
