@@ -191,14 +191,19 @@ struct LastRun {
 
 /// A job in the heap, ordered so that the heap's greatest is the one to run next.
 struct Queued {
+    /// A peer is waiting for the task's output: it runs before the other ready tasks, whatever
+    /// their priorities. Its output is then on the path between two workers (a stencil's
+    /// border column, say), where every microsecond it waits here the peer waits too, while
+    /// the tasks behind it only need what is here already.
+    awaited: bool,
     priority: RunPriority,
     arrival: u64,
     job: Job,
 }
 
 impl Queued {
-    fn rank(&self) -> (RunPriority, u64) {
-        (self.priority, self.arrival)
+    fn rank(&self) -> (bool, RunPriority, u64) {
+        (!self.awaited, self.priority, self.arrival)
     }
 }
 
@@ -275,6 +280,9 @@ pub(crate) struct Inner {
     /// dispatched early and peers asking for a chunk being computed. Woken whenever a task
     /// entry is added or removed.
     watchers: Mutex<HashMap<TaskKey, Vec<oneshot::Sender<()>>>>,
+    /// Tasks whose output a peer is waiting for (`ChunkWhenComputed` requests being served),
+    /// with how many requests: they run before other ready tasks (see [`Queued::awaited`]).
+    awaited_by_peers: Mutex<HashMap<TaskKey, u32>>,
     /// Parked tasks (and their attempts) by the local task output they wait for.
     local_dependents: Mutex<HashMap<TaskKey, Vec<(TaskKey, u64)>>>,
     pub counters: Counters,
@@ -412,6 +420,7 @@ pub(crate) async fn start(
         chunk_fetches: Mutex::new(HashMap::default()),
         replicas: Mutex::new(HashMap::default()),
         watchers: Mutex::new(HashMap::default()),
+        awaited_by_peers: Mutex::new(HashMap::default()),
         local_dependents: Mutex::new(HashMap::default()),
         module_fetches: Mutex::new(HashMap::default()),
         counters: Counters::default(),
@@ -842,6 +851,38 @@ impl Inner {
     }
 
     /// Wakes whoever waits for the attempt of `key` to start or end.
+    /// Notes that a peer waits for `key`'s output, and moves the task ahead of the other
+    /// ready tasks if it is queued; [`Inner::peer_stopped_waiting`] undoes the note.
+    pub(crate) fn peer_waits_for(&self, key: TaskKey) {
+        *self.awaited_by_peers.lock().entry(key).or_insert(0) += 1;
+        let mut queue = self.queue.state.lock();
+        if !queue
+            .jobs
+            .iter()
+            .any(|q| q.job.task.key == key && !q.awaited)
+        {
+            return;
+        }
+        let mut jobs = std::mem::take(&mut queue.jobs).into_vec();
+        for q in &mut jobs {
+            if q.job.task.key == key {
+                q.awaited = true;
+            }
+        }
+        queue.jobs = BinaryHeap::from(jobs);
+    }
+
+    /// The end of a peer's wait noted by [`Inner::peer_waits_for`].
+    pub(crate) fn peer_stopped_waiting(&self, key: TaskKey) {
+        let mut awaited = self.awaited_by_peers.lock();
+        if let Some(n) = awaited.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                awaited.remove(&key);
+            }
+        }
+    }
+
     fn wake_watchers(&self, key: TaskKey) {
         let mut watchers = self.watchers.lock();
         if watchers.is_empty() {
@@ -1017,6 +1058,7 @@ impl Inner {
     /// Returns, if a free executor takes it at once and the last run of its function was
     /// short, [`Inner::concluded`] before it starts (see [`Inner::report_due`]).
     fn enqueue(&self, job: Job) -> Option<u64> {
+        let awaited = self.awaited_by_peers.lock().contains_key(&job.task.key);
         let mut queue = self.queue.state.lock();
         if queue.stopped {
             return None;
@@ -1037,6 +1079,7 @@ impl Inner {
             queue.inline_pending = true;
             tracing::trace!(key = %job.task.key.short(), "running on the network thread");
             queue.jobs.push(Queued {
+                awaited,
                 priority: job.task.priority,
                 arrival,
                 job,
@@ -1050,6 +1093,7 @@ impl Inner {
             && queue.last_took(&job.task).is_some_and(|t| t < SHORT_TASK);
         let concluded = likely_quick.then(|| self.concluded.load(Ordering::Acquire));
         queue.jobs.push(Queued {
+            awaited,
             priority: job.task.priority,
             arrival,
             job,
@@ -1144,10 +1188,12 @@ impl Inner {
                 _ => return,
             }
         }
+        let awaited = self.awaited_by_peers.lock().contains_key(&job.task.key);
         let mut queue = self.queue.state.lock();
         let arrival = queue.arrivals;
         queue.arrivals += 1;
         queue.jobs.push(Queued {
+            awaited,
             priority: job.task.priority,
             arrival,
             job,

@@ -627,6 +627,73 @@ async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
     b.shutdown().await;
 }
 
+/// A ready task whose output a peer is waiting for runs before the other ready tasks, even
+/// those of a better priority (its output is on the path between two workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_a_peer_waits_for_runs_first() {
+    init_tracing();
+    let mut scheduler = FakeScheduler::new().await;
+    let module = scheduler.add_module(example_guest());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, mut link_a) = scheduler.worker(&dir_a, 1).await;
+    let (b, mut link_b) = scheduler.worker(&dir_b, 1).await;
+
+    // A's only slot is busy for 300 ms; two ready tasks queue behind it, `first` with the
+    // better priority.
+    let mut blocker = literal_task(module, "sleep", vec![enc(300u64)], 0);
+    blocker.send_result = false;
+    let mut first = literal_task(module, "inc", vec![enc(1i64)], 1);
+    first.priority.order = 1;
+    let mut second = literal_task(module, "inc", vec![enc(2i64)], 2);
+    second.priority.order = 2;
+    second.send_result = false;
+    link_a.run(&blocker);
+    link_a.run(&first);
+    link_a.run(&second);
+    // B waits for `second`'s output.
+    let reader = early_task(module, "echo", second.key, vec![a.peer_addr()], 3);
+    link_b.run(&reader);
+    // Let B's request reach A while the blocker runs.
+    wait_until(|| a.stats().tasks_active == 3 && b.stats().tasks_active == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let order: Vec<TaskKey> = {
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            match link_a.next().await {
+                WorkerReport::Finished { key, .. } => keys.push(key),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        keys
+    };
+    assert_eq!(order, vec![blocker.key, second.key, first.key]);
+    let (_, echoed) = link_b.finished(reader.key).await;
+    assert_eq!(postcard::from_bytes::<i64>(&echoed.unwrap()).unwrap(), 3);
+
+    // Without a waiting peer, priorities decide.
+    let mut blocker = literal_task(module, "sleep", vec![enc(100u64)], 4);
+    blocker.send_result = false;
+    let mut first = literal_task(module, "inc", vec![enc(1i64)], 5);
+    first.priority.order = 1;
+    let mut second = literal_task(module, "inc", vec![enc(2i64)], 6);
+    second.priority.order = 2;
+    for t in [&blocker, &first, &second] {
+        link_a.run(t);
+    }
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        match link_a.next().await {
+            WorkerReport::Finished { key, .. } => keys.push(key),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(keys, vec![blocker.key, first.key, second.key]);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_tasks_fail_with_their_cause_and_the_worker_carries_on() {
     init_tracing();
