@@ -13,7 +13,7 @@ import re
 import sys
 from datetime import datetime
 
-LINE = re.compile(r'(\S+)Z\s+TRACE\s+taskhost::timeline:\s+(\w+)\s*(.*)')
+LINE = re.compile(r'(\S+)Z\s+TRACE\s+taskhost::timeline:\s+(.*)')
 
 
 def read(path):
@@ -23,8 +23,10 @@ def read(path):
         if not m:
             continue
         ts = datetime.fromisoformat(m.group(1)).timestamp() * 1e6
-        fields = dict(kv.split('=', 1) for kv in m.group(3).split())
-        events.append((ts, m.group(2), fields))
+        words = m.group(2).split()
+        fields = dict(w.split('=', 1) for w in words if '=' in w)
+        event = ' '.join(w for w in words if '=' not in w)
+        events.append((ts, event, fields))
     events.sort(key=lambda e: e[0])
     return events
 

@@ -530,7 +530,9 @@ impl Target {
         let workers_before = self.workers_cpu_s();
         let client_before = proc_sample("self")?;
         let t = Instant::now();
+        tracing::trace!(target: "taskhost::timeline", "compute_all");
         let values = self.client.compute_all(&built.wanted).await?;
+        tracing::trace!(target: "taskhost::timeline", "computed");
         let wall_s = t.elapsed().as_secs_f64();
         let after = proc_sample(&self.pid)?;
         let workers_after = self.workers_cpu_s();

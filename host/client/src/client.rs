@@ -797,8 +797,10 @@ impl Client {
     async fn submit_nodes(&self, graph: &Graph, nodes: &[u32], barrier: bool) -> Result<()> {
         let inner = &self.inner;
         let mut plan = graph.plan(nodes, BATCH_BYTES)?;
+        tracing::trace!(target: "taskhost::timeline", "submit planned");
         for b in 0..plan.batches() {
             let message = ClientRequest::Submit(graph.batch(&mut plan, b));
+            tracing::trace!(target: "taskhost::timeline", b, "submit batch encoded");
             if inner.state.lock().lost.is_some() {
                 return Err(inner.lost_error());
             }

@@ -123,15 +123,21 @@ impl Core {
             }
             self.rr = self.rr.wrapping_add(1);
         }
-        let mut best: Option<(f64, Wid)> = None;
+        // Equal estimates go to the less loaded candidate, not to the first one (the holder of
+        // the first argument): with both queues shorter than the inputs' wait, an early task's
+        // estimate is its transfers alone, and a stencil's last column then followed its left
+        // neighbour onto the busier worker.
+        let mut best: Option<(f64, u64, Wid)> = None;
         for &w in &cands {
             let cost = self.start_time(t, w);
-            if best.is_none_or(|(c, _)| cost < c) {
-                best = Some((cost, w));
+            let wk = &self.workers[w as usize];
+            let load = wk.occupancy / u64::from(wk.slots.max(1));
+            if best.is_none_or(|(c, l, _)| cost < c || (cost == c && load < l)) {
+                best = Some((cost, load, w));
             }
         }
         self.scratch = cands;
-        best.map(|(_, w)| w)
+        best.map(|(_, _, w)| w)
     }
 
     /// Estimated start time of `t` on `w`, in microseconds: queued work per slot plus the
@@ -144,20 +150,14 @@ impl Core {
         let wk = &self.workers[w as usize];
         let queue = wk.occupancy as f64 / f64::from(wk.slots);
         let mut ready = 0.0f64;
-        let mut round_trips = 0u32;
         for a in self.tasks[t as usize].args.iter() {
-            let Arg::Dep(d) = *a else { continue };
-            match &self.tasks[d as usize].state {
-                &TaskState::Processing { worker: p, est, .. } => {
-                    ready = ready.max(f64::from(est));
-                    round_trips += u32::from(p != w);
-                }
-                TaskState::Memory { holders, .. } => round_trips += u32::from(!holders.contains(w)),
-                _ => {}
+            if let Arg::Dep(d) = *a
+                && let TaskState::Processing { est, .. } = self.tasks[d as usize].state
+            {
+                ready = ready.max(f64::from(est));
             }
         }
-        let transfers = f64::from(round_trips) * self.cfg.peer_latency.0 as f64
-            + self.missing_bytes(t, w) as f64 / self.bandwidth;
+        let transfers = self.fetch_time(t, w);
         if ready > 0.0 {
             // Early: the task waits for its inputs wherever it goes, and the queue ahead of
             // it is mostly work it waits for anyway; stay with the inputs unless that queue
@@ -166,6 +166,22 @@ impl Core {
         } else {
             queue + transfers
         }
+    }
+
+    /// Estimated time for `w` to fetch the inputs of `t` it lacks, in microseconds: a peer
+    /// round trip (`peer_latency`) for each, plus their bytes over the bandwidth.
+    pub(crate) fn fetch_time(&self, t: Tid, w: Wid) -> f64 {
+        let mut round_trips = 0u32;
+        for a in self.tasks[t as usize].args.iter() {
+            let Arg::Dep(d) = *a else { continue };
+            round_trips += u32::from(match &self.tasks[d as usize].state {
+                &TaskState::Processing { worker, .. } => worker != w,
+                TaskState::Memory { holders, .. } => !holders.contains(w),
+                _ => false,
+            });
+        }
+        f64::from(round_trips) * self.cfg.peer_latency.0 as f64
+            + self.missing_bytes(t, w) as f64 / self.bandwidth
     }
 
     /// Bytes of `t`'s inputs that `w` does not hold (for an input still being computed

@@ -273,3 +273,44 @@ fn a_long_stencil_of_short_steps_stays_split_between_the_workers() {
         report.makespan
     );
 }
+
+#[test]
+fn equal_estimates_place_an_early_task_on_the_less_loaded_worker() {
+    // `use` needs `a` (300 us, on worker 1) and `b` (100 us, on worker 2, which also has `x`
+    // of 100 us queued): either way one input crosses, and both queues end before the inputs
+    // would, so the estimates tie; the less loaded worker (200 us against 300 us) wins, not
+    // the holder of the first argument.
+    let mut core = Core::new(Config::default());
+    join(&mut core, 1, 1);
+    join(&mut core, 2, 1);
+    let on = |mut t: TaskSpec, w: u64| {
+        t.restrictions.workers = vec![WorkerId(w)];
+        t
+    };
+    // Measure both functions first.
+    let long0 = on(task("long", 0, &[]), 1);
+    let short0 = on(task("short", 0, &[]), 2);
+    submit(
+        &mut core,
+        1,
+        vec![long0.clone(), short0.clone()],
+        vec![long0.key, short0.key],
+    );
+    drain(&mut core);
+    finish(&mut core, WorkerId(1), long0.key, 8, 300);
+    finish(&mut core, WorkerId(2), short0.key, 8, 100);
+    drain(&mut core);
+
+    let a = on(task("long", 1, &[]), 1);
+    let b = on(task("short", 1, &[]), 2);
+    let x = on(task("short", 2, &[]), 2);
+    let user = task("use", 0, &[a.key, b.key]);
+    submit(
+        &mut core,
+        1,
+        vec![a.clone(), b.clone(), x.clone(), user.clone()],
+        vec![user.key, x.key],
+    );
+    let rs = runs(&drain(&mut core));
+    assert!(rs.contains(&(WorkerId(2), user.key)), "{rs:?}");
+}

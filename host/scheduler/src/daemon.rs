@@ -272,7 +272,10 @@ impl Daemon {
     fn client_request(&mut self, id: ClientId, request: ClientRequest) {
         match request {
             ClientRequest::Submit(graph) => {
-                if let Err((reason, keys)) = self.submit(id, graph) {
+                tracing::trace!(target: "taskhost::timeline", tasks = graph.tasks.len(), "submit received");
+                let r = self.submit(id, graph);
+                tracing::trace!(target: "taskhost::timeline", "submit admitted");
+                if let Err((reason, keys)) = r {
                     tracing::info!(client = id.0, %reason, "submission rejected");
                     self.send_client(id, ClientEvent::SubmitRejected { reason, keys });
                 }
