@@ -748,12 +748,16 @@ async fn serve_bulk_connection(link: Weak<LocalLink>, mut stream: UnixStream) {
         return;
     };
     loop {
-        let mut len = [0u8; 4];
-        tokio::select! {
-            read = stream.read_exact(&mut len) => if read.is_err() { return },
-            _ = closed.wait_for(Option::is_some) => return,
+        // The length and the request, usually in one read (a client sends nothing else until
+        // it has the answer).
+        let mut buf = bytes::BytesMut::with_capacity(4096);
+        while buf.len() < 4 {
+            tokio::select! {
+                read = stream.read_buf(&mut buf) => if !matches!(read, Ok(1..)) { return },
+                _ = closed.wait_for(Option::is_some) => return,
+            }
         }
-        let len = u32::from_le_bytes(len) as usize;
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > MAX_BULK_REQUEST {
             tracing::warn!(
                 len,
@@ -761,10 +765,17 @@ async fn serve_bulk_connection(link: Weak<LocalLink>, mut stream: UnixStream) {
             );
             return;
         }
-        let mut request = vec![0u8; len];
-        if stream.read_exact(&mut request).await.is_err() {
+        buf.reserve((4 + len).saturating_sub(buf.len()));
+        while buf.len() < 4 + len {
+            if !matches!(stream.read_buf(&mut buf).await, Ok(1..)) {
+                return;
+            }
+        }
+        if buf.len() > 4 + len {
+            tracing::warn!("same-host bulk request followed by more bytes; closing its connection");
             return;
         }
+        let request = buf[4..].to_vec();
         let Some(incoming_tx) = link.upgrade().map(|l| l.incoming_tx.clone()) else {
             return;
         };
