@@ -408,14 +408,47 @@ async fn a_tampered_or_invalid_module_is_rejected() {
     worker.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inputs_move_from_worker_to_worker() {
+/// A fake scheduler with the example guest and two workers of `slots` slots each (their data
+/// directories live as long as `dirs`).
+struct TwoWorkers {
+    scheduler: FakeScheduler,
+    module: ModuleId,
+    dirs: (TempDir, TempDir),
+    a: WorkerHandle,
+    link_a: Link,
+    b: WorkerHandle,
+    link_b: Link,
+}
+
+async fn two_workers(slots: u32) -> TwoWorkers {
     init_tracing();
     let mut scheduler = FakeScheduler::new().await;
     let module = scheduler.add_module(example_guest());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, mut link_a) = scheduler.worker(&dir_a, 2).await;
-    let (b, mut link_b) = scheduler.worker(&dir_b, 2).await;
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, link_a) = scheduler.worker(&dirs.0, slots).await;
+    let (b, link_b) = scheduler.worker(&dirs.1, slots).await;
+    TwoWorkers {
+        scheduler,
+        module,
+        dirs,
+        a,
+        link_a,
+        b,
+        link_b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_move_from_worker_to_worker() {
+    let TwoWorkers {
+        scheduler,
+        module,
+        dirs: _dirs,
+        a,
+        mut link_a,
+        b,
+        mut link_b,
+    } = two_workers(2).await;
 
     // A computes inc(41) and keeps it.
     let mut first = literal_task(module, "inc", vec![enc(41i64)], 0);
@@ -556,12 +589,15 @@ fn early_task(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
-    init_tracing();
-    let mut scheduler = FakeScheduler::new().await;
-    let module = scheduler.add_module(example_guest());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, mut link_a) = scheduler.worker(&dir_a, 2).await;
-    let (b, mut link_b) = scheduler.worker(&dir_b, 2).await;
+    let TwoWorkers {
+        scheduler: _scheduler,
+        module,
+        dirs: _dirs,
+        a,
+        mut link_a,
+        b,
+        mut link_b,
+    } = two_workers(2).await;
 
     // A computes sleep(300 ms); its dependents are sent at the same time, one to A itself and
     // one to B, and wait for it there.
@@ -631,16 +667,23 @@ async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
 /// those of a better priority (its output is on the path between two workers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_a_peer_waits_for_runs_first() {
-    init_tracing();
-    let mut scheduler = FakeScheduler::new().await;
-    let module = scheduler.add_module(example_guest());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, mut link_a) = scheduler.worker(&dir_a, 1).await;
-    let (b, mut link_b) = scheduler.worker(&dir_b, 1).await;
+    let TwoWorkers {
+        scheduler: _scheduler,
+        module,
+        dirs: _dirs,
+        a,
+        mut link_a,
+        b,
+        mut link_b,
+    } = two_workers(1).await;
 
-    // A's only slot is busy for 300 ms; two ready tasks queue behind it, `first` with the
-    // better priority.
-    let mut blocker = literal_task(module, "sleep", vec![enc(300u64)], 0);
+    // The module is loaded first, so that the blocker starts before the others exist.
+    let warm_up = literal_task(module, "inc", vec![enc(0i64)], 9);
+    link_a.run(&warm_up);
+    link_a.finished(warm_up.key).await;
+    // A's only slot is busy for 2 s (time for B's request to arrive, even on a loaded
+    // machine); two ready tasks queue behind it, `first` with the better priority.
+    let mut blocker = literal_task(module, "sleep", vec![enc(2000u64)], 0);
     blocker.send_result = false;
     let mut first = literal_task(module, "inc", vec![enc(1i64)], 1);
     first.priority.order = 1;
@@ -648,6 +691,8 @@ async fn a_task_a_peer_waits_for_runs_first() {
     second.priority.order = 2;
     second.send_result = false;
     link_a.run(&blocker);
+    wait_until(|| a.stats().tasks_active == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     link_a.run(&first);
     link_a.run(&second);
     // B waits for `second`'s output.
@@ -655,7 +700,7 @@ async fn a_task_a_peer_waits_for_runs_first() {
     link_b.run(&reader);
     // Let B's request reach A while the blocker runs.
     wait_until(|| a.stats().tasks_active == 3 && b.stats().tasks_active == 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let order: Vec<TaskKey> = {
         let mut keys = Vec::new();
