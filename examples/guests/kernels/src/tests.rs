@@ -315,6 +315,34 @@ fn naive_matmul(av: &[f64], bv: &[f64], m: usize, k: usize, n: usize) -> Vec<f64
 }
 
 #[test]
+fn matmul_register_tile_sums_over_every_contraction_length() {
+    // The micro-kernel sums up to 64 steps of k in registers, then adds them to the tile:
+    // contractions around multiples of 64 (and of KC = 256), with full and partial tiles.
+    // Exact binary fractions: every sum is exact, so the result is the naive product's.
+    for k in [
+        1, 2, 63, 64, 65, 127, 128, 129, 191, 255, 256, 257, 320, 513,
+    ] {
+        for (m, n) in [(4, 4), (5, 3), (9, 10)] {
+            let (a, av) = f64s(&[m, k], 43);
+            let (b, bv) = f64s(&[k, n], 44);
+            let (c, cv) = f64s(&[m, n], 45);
+            let want = naive_matmul(&av, &bv, m, k, n);
+            assert_eq!(
+                run("matmul", vec![a.clone(), b.clone()]).1,
+                want,
+                "{m} x {k} x {n}"
+            );
+            let plus: Vec<f64> = want.iter().zip(&cv).map(|(w, c)| w + c).collect();
+            assert_eq!(
+                run("matmul_acc", vec![c, a, b]).1,
+                plus,
+                "{m} x {k} x {n}, acc"
+            );
+        }
+    }
+}
+
+#[test]
 fn matmul_odd_shapes_and_block_edges() {
     // Edges of the 4 x 4 register tile (m, n not multiples of 4), k = 1, and sizes one below,
     // at and one above the block sizes of the packed product (KC = 256, MC = 128, NC = 1024).
