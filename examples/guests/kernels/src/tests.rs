@@ -68,7 +68,17 @@ fn creation() {
     assert!(r.iter().all(|v| (0.0..1.0).contains(v)));
     let mean = r.iter().sum::<f64>() / r.len() as f64;
     assert!((mean - 0.5).abs() < 0.05, "mean {mean}");
-    assert_eq!(r[7], uniform(42, 7));
+    // Every element is written, element `i` from the counter `i`; an empty block has none.
+    assert!(
+        r.iter()
+            .enumerate()
+            .all(|(i, &v)| v == uniform(42, i as u64))
+    );
+    let (shape, empty) = run(
+        "random",
+        vec![spec(DType::F64, &[0, 3]), from_i64(&[], &[42])],
+    );
+    assert_eq!((shape, empty), (vec![0, 3], vec![]));
     let (_, again) = run(
         "random",
         vec![spec(DType::F64, &[100, 10]), from_i64(&[], &[42])],
