@@ -180,14 +180,17 @@ use lanes::V;
 // Block sizes, in elements. The register tile is `MR x NR` (4 x 4: eight accumulator vectors,
 // four vectors of A and two of B per step, 14 of the 16 vector registers of x86-64, plus one
 // for a product); a packed strip of A (`KC x MR` values, each duplicated into a vector) and
-// one of B (`KC x NR`) are 16 KB and 8 KB, the packed block of A (`MC x KC`) 512 KB, within
-// L2, and a panel of B (`KC x NC`) at most 2 MB, which a 1000-column block fills. Measured on
-// 1000^3 (docs/benchmarks-arrays.md): KC 128, 256 and 384 are alike; NC 256 or 512 (B panel
-// 0.5-1 MB) is 10-15% slower, MC 64 or 256 5-15% slower.
+// one of B (`KC x NR`) are 16 KB and 8 KB, the packed block of A (`MC x KC`) 256 KB, within
+// L2 (1 MB) next to the panel of B (`KC x NC`) of the Strassen-Winograd leaves (250 columns:
+// 0.5 MB), and a panel of B at most 2 MB, which a 1000-column block fills. Measured on
+// 1000^3 without Strassen-Winograd steps (docs/benchmarks-arrays.md): KC 128, 256 and 384 are
+// alike; NC 256 or 512 (B panel 0.5-1 MB) is 10-15% slower, MC 64 or 256 5-15% slower than
+// 128. With the steps (250^3 leaves) and the micro-kernel's sums in registers, MC 48 or 64
+// is ~3% faster than 128 (a task's 8 products; `syrk_sum` alike), 256 ~4% slower.
 const MR: usize = 4;
 const NR: usize = 4;
 const KC: usize = 256;
-const MC: usize = 128;
+const MC: usize = 64;
 const NC: usize = 1024;
 
 fn dims(a: &Meta, b: &Meta) -> Result<(usize, usize, usize)> {

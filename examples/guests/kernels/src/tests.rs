@@ -355,7 +355,7 @@ fn matmul_register_tile_sums_over_every_contraction_length() {
 #[test]
 fn matmul_odd_shapes_and_block_edges() {
     // Edges of the 4 x 4 register tile (m, n not multiples of 4), k = 1, and sizes one below,
-    // at and one above the block sizes of the packed product (KC = 256, MC = 128, NC = 1024).
+    // at and one above the block sizes of the packed product (KC = 256, MC = 64, NC = 1024).
     let shapes = [
         (1, 1, 1),
         (7, 13, 5),
@@ -367,6 +367,8 @@ fn matmul_odd_shapes_and_block_edges() {
         (2, 999, 1000),
         (127, 255, 1025),
         (129, 257, 6),
+        (63, 20, 9),
+        (65, 33, 4),
         (128, 256, 1024),
         (130, 513, 9),
         (6, 768, 10),
@@ -740,7 +742,7 @@ fn fused_random_inputs_match_the_random_kernel() {
 
 #[test]
 fn syrk_sum_is_the_symmetric_product() {
-    // Edges of the register tile and of the packed blocks (KC = 256, MC = 128), and a
+    // Edges of the register tile and of the packed blocks (KC = 256, MC = 64), and a
     // contraction of one.
     let shapes = [
         (1, 1),
@@ -748,6 +750,8 @@ fn syrk_sum_is_the_symmetric_product() {
         (5, 1),
         (7, 13),
         (13, 300),
+        (63, 70),
+        (65, 17),
         (127, 255),
         (129, 257),
         (130, 6),
