@@ -15,11 +15,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskhost_proto::decode_payload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use crate::endpoint::Link;
 use crate::local::LocalLink;
+use crate::local_stream::LocalStream;
 use crate::{Connection, NetError};
 
 /// Status byte: the chunk follows.
@@ -183,9 +183,9 @@ const LOCAL_ANSWER_PREFETCH: usize = 16 * 1024;
 /// whatever of the body came with it (the connection carries nothing else until the answer
 /// is read).
 async fn local_exchange(
-    mut stream: UnixStream,
+    mut stream: LocalStream,
     framed: &[u8],
-) -> Result<(UnixStream, [u8; 9], BytesMut), NetError> {
+) -> Result<(LocalStream, [u8; 9], BytesMut), NetError> {
     stream.write_all(framed).await?;
     let mut buf = BytesMut::with_capacity(LOCAL_ANSWER_PREFETCH);
     while buf.len() < 9 {
@@ -207,7 +207,7 @@ enum BulkRecv {
     /// A same-host bulk connection (the start of the body already read, and its slot),
     /// returned to its link once the response is read.
     Local(
-        UnixStream,
+        LocalStream,
         BytesMut,
         std::sync::Arc<LocalLink>,
         tokio::sync::OwnedSemaphorePermit,
@@ -291,8 +291,8 @@ enum Incoming {
     },
     Local {
         request: Vec<u8>,
-        stream: UnixStream,
-        back: oneshot::Sender<UnixStream>,
+        stream: LocalStream,
+        back: oneshot::Sender<LocalStream>,
     },
 }
 
@@ -301,8 +301,8 @@ impl IncomingBulk {
     /// back through `back`.
     pub(crate) fn local(
         request: Vec<u8>,
-        stream: UnixStream,
-        back: oneshot::Sender<UnixStream>,
+        stream: LocalStream,
+        back: oneshot::Sender<LocalStream>,
     ) -> Self {
         Self(Incoming::Local {
             request,
@@ -355,8 +355,8 @@ pub struct Responder(Respond);
 enum Respond {
     Quic(quinn::SendStream),
     Local {
-        stream: UnixStream,
-        back: oneshot::Sender<UnixStream>,
+        stream: LocalStream,
+        back: oneshot::Sender<LocalStream>,
     },
 }
 

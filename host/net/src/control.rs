@@ -4,11 +4,11 @@ use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::local_stream::{LocalStream, LocalWriteHalf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskhost_proto::{DEFAULT_MAX_FRAME, FrameDecoder, encode_into_limited};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use crate::NetError;
@@ -48,7 +48,7 @@ pub struct ControlStream {
 #[derive(Debug)]
 pub(crate) enum WriteHalf {
     Quic(quinn::SendStream),
-    Local(OwnedWriteHalf),
+    Local(LocalWriteHalf),
 }
 
 impl WriteHalf {
@@ -75,7 +75,7 @@ impl WriteHalf {
 #[derive(Debug)]
 enum ReadHalf {
     Quic(quinn::RecvStream),
-    Local(OwnedReadHalf, Box<[u8]>),
+    Local(LocalStream, Box<[u8]>),
 }
 
 impl ReadHalf {
@@ -116,8 +116,8 @@ impl ControlStream {
     /// A control stream over a same-host socket.
     pub(crate) fn local(
         conn: Link,
-        read: OwnedReadHalf,
-        write: OwnedWriteHalf,
+        read: LocalStream,
+        write: LocalWriteHalf,
         decoder: FrameDecoder,
     ) -> Self {
         Self {

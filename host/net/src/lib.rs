@@ -53,6 +53,7 @@ mod endpoint;
 mod error;
 mod identity;
 mod local;
+mod local_stream;
 mod thread;
 mod tls;
 

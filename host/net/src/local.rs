@@ -36,12 +36,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use taskhost_proto::{FrameDecoder, Hello, HelloReply, MAX_HELLO_FRAME, PROTOCOL, Role, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bulk::IncomingBulk;
 use crate::control::ControlStream;
 use crate::endpoint::{Connection, Established, Link, ListenerConfig, check_reply, judge_hello};
+use crate::local_stream::LocalStream;
 use crate::tls::{self, Side, Trust};
 use crate::{ClusterToken, Credentials, MAX_BULK_REQUEST, NetError};
 
@@ -190,7 +191,7 @@ pub(crate) struct LocalLink {
     closed_by_peer: std::sync::atomic::AtomicBool,
     /// Whether a control stream writer task runs (it sends the close record).
     writer: std::sync::atomic::AtomicBool,
-    idle: Mutex<Vec<UnixStream>>,
+    idle: Mutex<Vec<LocalStream>>,
     /// Bulk connections in use or idle (connector side).
     bulk_slots: Arc<tokio::sync::Semaphore>,
     incoming_tx: mpsc::Sender<IncomingBulk>,
@@ -211,7 +212,7 @@ impl LocalLink {
         remote: SocketAddr,
         path: Option<PathBuf>,
         secret: [u8; 32],
-        control: &UnixStream,
+        control: &LocalStream,
     ) -> Result<Arc<Self>, NetError> {
         let socket = std::os::unix::net::UnixStream::from(control.as_fd().try_clone_to_owned()?);
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
@@ -347,7 +348,7 @@ impl LocalLink {
     }
 
     /// An idle bulk connection, if there is one (connector side).
-    pub(crate) fn idle_stream(&self) -> Option<UnixStream> {
+    pub(crate) fn idle_stream(&self) -> Option<LocalStream> {
         lock(&self.idle).pop()
     }
 
@@ -358,7 +359,7 @@ impl LocalLink {
 
     /// A new bulk connection (connector side only). The link is closed only when the peer's
     /// socket is gone, not on a transient failure (out of file descriptors, full backlog).
-    pub(crate) async fn new_bulk_stream(&self) -> Result<UnixStream, NetError> {
+    pub(crate) async fn new_bulk_stream(&self) -> Result<LocalStream, NetError> {
         if let Some(reason) = self.close_reason() {
             return Err(NetError::LinkClosed { reason });
         }
@@ -367,7 +368,7 @@ impl LocalLink {
                 "bulk requests on a same-host link are opened by the connecting side".into(),
             ));
         };
-        let mut stream = match UnixStream::connect(path).await {
+        let mut stream = match LocalStream::connect(path).await {
             Ok(stream) => stream,
             Err(e)
                 if matches!(
@@ -389,7 +390,7 @@ impl LocalLink {
     }
 
     /// Returns a bulk connection whose last response was read completely.
-    pub(crate) fn reuse(&self, stream: UnixStream) {
+    pub(crate) fn reuse(&self, stream: LocalStream) {
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE_BULK && self.close_reason().is_none() {
             idle.push(stream);
@@ -428,7 +429,7 @@ pub(crate) fn close_record_in(unread: &[u8]) -> Option<Option<(String, usize)>> 
 
 /// Socket buffers of a bulk connection: large enough that an 8 MiB chunk crosses in a few
 /// writes rather than dozens of 200 KiB ones (the kernel caps them at `wmem_max`).
-fn size_bulk_buffers(stream: &UnixStream) {
+fn size_bulk_buffers(stream: &LocalStream) {
     let socket = socket2::SockRef::from(stream);
     let _ = socket.set_send_buffer_size(BULK_SOCKET_BUFFER);
     let _ = socket.set_recv_buffer_size(BULK_SOCKET_BUFFER);
@@ -466,7 +467,7 @@ pub(crate) async fn connect(
     role: Role,
 ) -> Result<Option<Established>, NetError> {
     for path in candidates(addr) {
-        let stream = match UnixStream::connect(&path).await {
+        let stream = match LocalStream::connect(&path).await {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "same-host socket unavailable");
@@ -484,7 +485,7 @@ pub(crate) async fn connect(
 }
 
 async fn read_frame(
-    stream: &mut UnixStream,
+    stream: &mut LocalStream,
     decoder: &mut FrameDecoder,
 ) -> Result<Vec<u8>, NetError> {
     let mut buf = [0u8; 4096];
@@ -503,7 +504,7 @@ async fn read_frame(
 }
 
 async fn client_handshake(
-    mut stream: UnixStream,
+    mut stream: LocalStream,
     path: &Path,
     addr: SocketAddr,
     credentials: &Credentials,
@@ -539,7 +540,7 @@ async fn client_handshake(
 fn established(
     link: Arc<LocalLink>,
     peer_role: Role,
-    stream: UnixStream,
+    stream: LocalStream,
     decoder: FrameDecoder,
 ) -> Established {
     let (read, write) = stream.into_split();
@@ -598,8 +599,12 @@ pub(crate) fn listen(
     let ca = config.local_ca.map_or([0u8; 32], |ca| ca.0);
     let task = tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let stream = match listener
+                .accept()
+                .await
+                .and_then(|(s, _)| LocalStream::from_tokio(s))
+            {
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "same-host accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -657,7 +662,7 @@ fn remove_dead_sockets(dir: &Path) {
 /// Reads the opening of a same-host connection: a control link (returned once its hello
 /// succeeded) or a bulk connection of a known link (served in its own task).
 async fn accept_one(
-    mut stream: UnixStream,
+    mut stream: LocalStream,
     config: &ListenerConfig,
     ca: [u8; 32],
     registry: &Registry,
@@ -698,7 +703,7 @@ async fn accept_one(
 }
 
 async fn server_handshake(
-    mut stream: UnixStream,
+    mut stream: LocalStream,
     config: &ListenerConfig,
     ca: [u8; 32],
     nonce_c: &[u8; 32],
@@ -743,7 +748,7 @@ async fn server_handshake(
 
 /// Reads the requests of one bulk connection in turn and queues each for the link's
 /// `accept_bulk`; the responder hands the connection back for the next request.
-async fn serve_bulk_connection(link: Weak<LocalLink>, mut stream: UnixStream) {
+async fn serve_bulk_connection(link: Weak<LocalLink>, mut stream: LocalStream) {
     let Some(mut closed) = link.upgrade().map(|l| l.closed.subscribe()) else {
         return;
     };
