@@ -74,6 +74,11 @@ fn creation() {
             .enumerate()
             .all(|(i, &v)| v == uniform(42, i as u64))
     );
+    let (_, odd) = run(
+        "random",
+        vec![spec(DType::F64, &[3, 5]), from_i64(&[], &[42])],
+    );
+    assert_eq!(odd, r[..15], "a length that is not a multiple of eight");
     let (shape, empty) = run(
         "random",
         vec![spec(DType::F64, &[0, 3]), from_i64(&[], &[42])],
