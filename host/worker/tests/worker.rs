@@ -440,15 +440,10 @@ async fn two_workers(slots: u32) -> TwoWorkers {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_move_from_worker_to_worker() {
-    let TwoWorkers {
-        scheduler,
-        module,
-        dirs: _dirs,
-        a,
-        mut link_a,
-        b,
-        mut link_b,
-    } = two_workers(2).await;
+    // The fields moved out here; the scheduler and the directories live on in `w`.
+    let w = two_workers(2).await;
+    let (module, a, b) = (w.module, w.a, w.b);
+    let (mut link_a, mut link_b) = (w.link_a, w.link_b);
 
     // A computes inc(41) and keeps it.
     let mut first = literal_task(module, "inc", vec![enc(41i64)], 0);
@@ -542,7 +537,7 @@ async fn inputs_move_from_worker_to_worker() {
     let client = endpoint
         .connect(
             a.peer_addr(),
-            &Credentials::peer(scheduler.token.clone()),
+            &Credentials::peer(w.scheduler.token.clone()),
             Role::Client,
         )
         .await
@@ -589,15 +584,10 @@ fn early_task(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
-    let TwoWorkers {
-        scheduler: _scheduler,
-        module,
-        dirs: _dirs,
-        a,
-        mut link_a,
-        b,
-        mut link_b,
-    } = two_workers(2).await;
+    // The fields moved out here; the scheduler and the directories live on in `w`.
+    let w = two_workers(2).await;
+    let (module, a, b) = (w.module, w.a, w.b);
+    let (mut link_a, mut link_b) = (w.link_a, w.link_b);
 
     // A computes sleep(300 ms); its dependents are sent at the same time, one to A itself and
     // one to B, and wait for it there.
@@ -667,15 +657,10 @@ async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
 /// those of a better priority (its output is on the path between two workers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_a_peer_waits_for_runs_first() {
-    let TwoWorkers {
-        scheduler: _scheduler,
-        module,
-        dirs: _dirs,
-        a,
-        mut link_a,
-        b,
-        mut link_b,
-    } = two_workers(1).await;
+    // The fields moved out here; the scheduler and the directories live on in `w`.
+    let w = two_workers(1).await;
+    let (module, a, b) = (w.module, w.a, w.b);
+    let (mut link_a, mut link_b) = (w.link_a, w.link_b);
 
     // The module is loaded first, so that the blocker starts before the others exist.
     let warm_up = literal_task(module, "inc", vec![enc(0i64)], 9);
