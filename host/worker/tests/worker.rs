@@ -409,11 +409,12 @@ async fn a_tampered_or_invalid_module_is_rejected() {
 }
 
 /// A fake scheduler with the example guest and two workers of `slots` slots each (their data
-/// directories live as long as `dirs`).
+/// directories live as long as the struct).
 struct TwoWorkers {
     scheduler: FakeScheduler,
     module: ModuleId,
-    dirs: (TempDir, TempDir),
+    /// Kept only so that the directories outlive the workers.
+    _dirs: (TempDir, TempDir),
     a: WorkerHandle,
     link_a: Link,
     b: WorkerHandle,
@@ -430,7 +431,7 @@ async fn two_workers(slots: u32) -> TwoWorkers {
     TwoWorkers {
         scheduler,
         module,
-        dirs,
+        _dirs: dirs,
         a,
         link_a,
         b,
