@@ -91,9 +91,9 @@ impl Inner {
             BulkRequest::Chunk(key) => self.serve_chunk(key, true).await,
             BulkRequest::ChunkWhenComputed(key) => {
                 tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "asked");
-                self.peer_waits_for(key);
+                let waiting = self.peer_waits_for(key);
                 let computed = self.await_computed(key, UNKNOWN_TASK_GRACE).await;
-                self.peer_stopped_waiting(key);
+                drop(waiting);
                 if computed {
                     tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "answer");
                     self.serve_chunk(key, false).await

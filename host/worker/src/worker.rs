@@ -150,6 +150,18 @@ impl ExecState {
             .map(|r| r.took)
     }
 
+    /// Queues a ready job, in arrival order among equals (`awaited`: see [`Queued::awaited`]).
+    fn push(&mut self, job: Job, awaited: bool) {
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.jobs.push(Queued {
+            awaited,
+            priority: job.task.priority,
+            arrival,
+            job,
+        });
+    }
+
     /// Whether `task` may run on the network thread: its function's last run here was
     /// shorter than [`INLINE_TASK`].
     fn runs_inline(&self, task: &RunTask) -> bool {
@@ -225,6 +237,24 @@ impl Ord for Queued {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         // Reversed: the max-heap pops the smallest priority and the earliest arrival.
         other.rank().cmp(&self.rank())
+    }
+}
+
+/// A peer's wait for a task's output, noted by [`Inner::peer_waits_for`] until dropped.
+pub(crate) struct PeerWait<'a> {
+    inner: &'a Inner,
+    key: TaskKey,
+}
+
+impl Drop for PeerWait<'_> {
+    fn drop(&mut self) {
+        let mut awaited = self.inner.awaited_by_peers.lock();
+        if let Some(n) = awaited.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                awaited.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -852,8 +882,10 @@ impl Inner {
 
     /// Wakes whoever waits for the attempt of `key` to start or end.
     /// Notes that a peer waits for `key`'s output, and moves the task ahead of the other
-    /// ready tasks if it is queued; [`Inner::peer_stopped_waiting`] undoes the note.
-    pub(crate) fn peer_waits_for(&self, key: TaskKey) {
+    /// ready tasks if it is queued; dropping the returned guard (when the answer is sent, or
+    /// the request is dropped with its connection) undoes the note.
+    pub(crate) fn peer_waits_for(&self, key: TaskKey) -> PeerWait<'_> {
+        let guard = PeerWait { inner: self, key };
         *self.awaited_by_peers.lock().entry(key).or_insert(0) += 1;
         let mut queue = self.queue.state.lock();
         if !queue
@@ -861,7 +893,7 @@ impl Inner {
             .iter()
             .any(|q| q.job.task.key == key && !q.awaited)
         {
-            return;
+            return guard;
         }
         let mut jobs = std::mem::take(&mut queue.jobs).into_vec();
         for q in &mut jobs {
@@ -870,17 +902,7 @@ impl Inner {
             }
         }
         queue.jobs = BinaryHeap::from(jobs);
-    }
-
-    /// The end of a peer's wait noted by [`Inner::peer_waits_for`].
-    pub(crate) fn peer_stopped_waiting(&self, key: TaskKey) {
-        let mut awaited = self.awaited_by_peers.lock();
-        if let Some(n) = awaited.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                awaited.remove(&key);
-            }
-        }
+        guard
     }
 
     fn wake_watchers(&self, key: TaskKey) {
@@ -1063,8 +1085,6 @@ impl Inner {
         if queue.stopped {
             return None;
         }
-        let arrival = queue.arrivals;
-        queue.arrivals += 1;
         let on_network_thread =
             NETWORK_THREAD_OF.with(|t| t.get()) == std::ptr::from_ref(self) as usize;
         if on_network_thread
@@ -1078,12 +1098,7 @@ impl Inner {
             queue.free -= 1;
             queue.inline_pending = true;
             tracing::trace!(key = %job.task.key.short(), "running on the network thread");
-            queue.jobs.push(Queued {
-                awaited,
-                priority: job.task.priority,
-                arrival,
-                job,
-            });
+            queue.push(job, awaited);
             drop(queue);
             self.inline.notify_one();
             return None;
@@ -1092,12 +1107,7 @@ impl Inner {
             && queue.jobs.is_empty()
             && queue.last_took(&job.task).is_some_and(|t| t < SHORT_TASK);
         let concluded = likely_quick.then(|| self.concluded.load(Ordering::Acquire));
-        queue.jobs.push(Queued {
-            awaited,
-            priority: job.task.priority,
-            arrival,
-            job,
-        });
+        queue.push(job, awaited);
         // An executor whose slot the network thread holds is not woken for nothing.
         let idle = queue.free > 0;
         drop(queue);
@@ -1189,15 +1199,7 @@ impl Inner {
             }
         }
         let awaited = self.awaited_by_peers.lock().contains_key(&job.task.key);
-        let mut queue = self.queue.state.lock();
-        let arrival = queue.arrivals;
-        queue.arrivals += 1;
-        queue.jobs.push(Queued {
-            awaited,
-            priority: job.task.priority,
-            arrival,
-            job,
-        });
+        self.queue.state.lock().push(job, awaited);
     }
 
     /// Gives back the slot of a job that ran (`ran`, None if it was dropped), remembering how
