@@ -625,10 +625,10 @@ impl Target {
         }
         // ... then bisection between it and the last one above, in 10% steps at least.
         for _ in 0..METG_BISECTIONS {
-            let Some(mid) = bracket.and_then(|(bad, good)| metg_midpoint(bad, good)) else {
+            let Some((bad, good)) = bracket else { break };
+            let Some(mid) = metg_midpoint(bad, good) else {
                 break;
             };
-            let Some((bad, good)) = bracket else { break };
             let r = self.run_median(&spec(mid), repeat).await?;
             bracket = Some(if r.efficiency < 0.5 {
                 (mid, good)

@@ -458,9 +458,6 @@ fn print_compare(th: &SuiteResult, dasks: &[(String, Value)]) {
     );
 }
 
-// The client side on one thread: no hand-offs between runtime threads on the submit-to-result
-// path (latency 303-316 us against 357-365 us as processes, 245 us against 338 us embedded, in
-// runs of 2026-11-26 at load ~1); the scheduler and workers have threads of their own.
 /// The events of `--timeline`, kept in memory while the run goes on (writing each one out would
 /// slow the threads being observed).
 #[derive(Clone, Default)]
@@ -480,6 +477,9 @@ impl std::io::Write for TimelineBuffer {
     }
 }
 
+// The client side on one thread: no hand-offs between runtime threads on the submit-to-result
+// path (latency 303-316 us against 357-365 us as processes, 245 us against 338 us embedded, in
+// runs of 2026-11-26 at load ~1); the scheduler and workers have threads of their own.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::local_stream::{LocalStream, LocalWriteHalf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskhost_proto::{DEFAULT_MAX_FRAME, FrameDecoder, encode_into_limited};
@@ -13,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::NetError;
 use crate::endpoint::{CLOSE_PROTOCOL_ERROR, Link};
+use crate::local_stream::{LocalStream, LocalWriteHalf};
 
 /// Largest queue a sender writes to a same-host socket itself rather than through the writer.
 const DIRECT_WRITE_MAX: usize = 64 * 1024;

@@ -29,7 +29,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -214,7 +213,7 @@ impl LocalLink {
         secret: [u8; 32],
         control: &LocalStream,
     ) -> Result<Arc<Self>, NetError> {
-        let socket = std::os::unix::net::UnixStream::from(control.as_fd().try_clone_to_owned()?);
+        let socket = control.socket().try_clone()?;
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
         Ok(Arc::new(Self {
             remote,
