@@ -77,5 +77,5 @@ pub use identity::{
     SCHEDULER_SERVER_NAME, ServerIdentity, TICKET_ENV, TICKET_FILE,
 };
 pub use local::{LOCAL_DIR_ENV, LOCAL_TRANSPORT_ENV};
-pub use thread::spawn_runtime_thread;
+pub use thread::{IdleSignal, spawn_runtime_thread, spawn_runtime_thread_with_idle_hook};
 pub use tls::{Credentials, Trust};

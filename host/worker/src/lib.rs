@@ -198,35 +198,41 @@ impl WorkerHandle {
 /// a tokio runtime (any flavour).
 pub async fn start(config: WorkerConfig) -> Result<WorkerHandle, WorkerError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    taskhost_net::spawn_runtime_thread("taskhost-worker", move |runtime| {
-        // Before any other thread of the worker starts: they inherit the set.
-        if !config.cpus.is_empty()
-            && let Err(e) = affinity::pin_current_thread(&config.cpus)
-        {
-            tracing::warn!(cpus = ?config.cpus, "cannot keep the worker on its CPUs: {e}");
-        }
-        let runtime = match runtime {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                let _ = ready_tx.send(Err(WorkerError::Internal(format!(
-                    "cannot start the worker's async runtime: {e}"
-                ))));
-                return;
+    let idle = Arc::new(taskhost_net::IdleSignal::default());
+    let hook = idle.clone();
+    taskhost_net::spawn_runtime_thread_with_idle_hook(
+        "taskhost-worker",
+        move || hook.notify(),
+        move |runtime| {
+            // Before any other thread of the worker starts: they inherit the set.
+            if !config.cpus.is_empty()
+                && let Err(e) = affinity::pin_current_thread(&config.cpus)
+            {
+                tracing::warn!(cpus = ?config.cpus, "cannot keep the worker on its CPUs: {e}");
             }
-        };
-        runtime.block_on(async move {
-            match worker::start(config).await {
-                Ok((handle, commands)) => {
-                    // If nobody takes the handle, dropping it stops the worker.
-                    let _ = ready_tx.send(Ok(handle));
-                    let _ = commands.await;
-                }
+            let runtime = match runtime {
+                Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                    let _ = ready_tx.send(Err(WorkerError::Internal(format!(
+                        "cannot start the worker's async runtime: {e}"
+                    ))));
+                    return;
                 }
-            }
-        });
-    })
+            };
+            runtime.block_on(async move {
+                match worker::start(config, idle).await {
+                    Ok((handle, commands)) => {
+                        // If nobody takes the handle, dropping it stops the worker.
+                        let _ = ready_tx.send(Ok(handle));
+                        let _ = commands.await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        },
+    )
     .map_err(|e| WorkerError::Internal(format!("cannot start the worker's thread: {e}")))?;
     ready_rx.await.unwrap_or_else(|_| {
         Err(WorkerError::Internal(

@@ -250,8 +250,10 @@ impl Inner {
                 }
             };
             let started = Instant::now();
+            tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "request");
             match connection.fetch(&request, limit).await {
                 Ok(bytes) => {
+                    tracing::trace!(target: "taskhost::timeline", w = self.peer_addr.port(), key = %key.short(), "received");
                     self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .bytes_fetched
