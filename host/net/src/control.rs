@@ -409,8 +409,26 @@ impl<T: Serialize> Sender<T> {
         self.handle.shared.wake_writer.notify_one();
     }
 
+    /// Sends what [`send_deferred`](Self::send_deferred) queued, now: written from this thread
+    /// if the writer task is idle (as [`send_now`](Self::send_now) does), otherwise handed to
+    /// it. Does nothing if nothing is queued or the stream failed.
+    pub fn send_queued(&self) {
+        let mut st = self.handle.shared.lock();
+        if st.buf.is_empty() || self.handle.shared.failure(&st).is_some() {
+            return;
+        }
+        self.write_queued(&mut st);
+    }
+
     fn encode_locked(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {
         self.encode_only(st, msgs)?;
+        self.write_queued(st);
+        Ok(())
+    }
+
+    /// Writes the queued bytes from this thread if the writer is idle and they are few, and
+    /// wakes the writer for what is left.
+    fn write_queued(&self, st: &mut State) {
         let shared = &self.handle.shared;
         if let Some(socket) = &shared.direct
             && !st.writing
@@ -427,12 +445,11 @@ impl<T: Serialize> Sender<T> {
                 st.writes += 1;
                 shared.progress.notify_waiters();
                 if st.buf.is_empty() {
-                    return Ok(());
+                    return;
                 }
             }
         }
         shared.wake_writer.notify_one();
-        Ok(())
     }
 
     fn encode_only(&self, st: &mut State, msgs: &[T]) -> Result<(), NetError> {

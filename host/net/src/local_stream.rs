@@ -84,6 +84,7 @@ impl LocalStream {
             // SAFETY: only `read_uninit` writes into it, and nothing de-initialises it.
             #[allow(unsafe_code)]
             let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
             match guard.try_io(|fd| read_uninit(fd.get_ref(), unfilled)) {
                 Ok(Ok(n)) => {
                     // SAFETY: `read_uninit` initialised the first `n` bytes of the unfilled part.
@@ -92,6 +93,15 @@ impl LocalStream {
                         buf.assume_init(n)
                     };
                     buf.advance(n);
+                    if n > 0 && n < room {
+                        // A short read emptied the socket (a Unix stream read takes all that
+                        // is queued; only passed credentials or descriptors, which these
+                        // sockets never carry, end one early): the next read would only fail
+                        // with `WouldBlock`, a system call per message. Readiness is cleared
+                        // only if no new data was signalled since it was observed, and new
+                        // data signals again.
+                        guard.clear_ready();
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),

@@ -102,6 +102,10 @@ pub(crate) struct Daemon {
     releases: HashMap<WorkerId, Vec<TaskKey>>,
     /// When the releases held back must go out.
     releases_due: Option<Instant>,
+    /// Workers given `Run`s in the current pass of [`Daemon::flush_outputs`], queued with
+    /// `send_deferred` and sent at its end: one message (one system call, one wake-up of the
+    /// worker) for all of a pass's tasks for one worker.
+    runs_queued: Vec<WorkerId>,
     /// Clients with events queued in this pass whose writers are not woken yet.
     clients_to_wake: Vec<ClientId>,
 }
@@ -133,6 +137,7 @@ impl Daemon {
             inline: HashMap::default(),
             releases: HashMap::default(),
             releases_due: None,
+            runs_queued: Vec::new(),
             clients_to_wake: Vec::new(),
         }
     }
@@ -591,6 +596,11 @@ impl Daemon {
                 }
             }
         }
+        for worker in self.runs_queued.drain(..) {
+            if let Some(entry) = self.workers.get(&worker) {
+                entry.tx.send_queued();
+            }
+        }
         self.wake_clients();
         self.flush_releases();
         self.inline.clear();
@@ -691,7 +701,10 @@ impl Daemon {
                 order: run.priority.order,
             },
         });
-        if target.tx.send_now(&command).is_ok() {
+        if target.tx.send_deferred(&command).is_ok() {
+            if !self.runs_queued.contains(&run.worker) {
+                self.runs_queued.push(run.worker);
+            }
             self.running.insert(run.key, run.function.clone());
             if let Some(entry) = self.workers.get_mut(&run.worker) {
                 entry.assigned.insert(run.key);
