@@ -337,3 +337,41 @@ async fn shutting_an_endpoint_down_closes_its_same_host_links() {
     let closed = bounded(conn.closed()).await;
     assert!(closed.to_string().contains("scheduler leaving"), "{closed}");
 }
+
+#[tokio::test]
+async fn messages_after_a_pause_are_read_after_a_drained_socket() {
+    // Each message is read whole by one short read, which clears the socket's readiness: the
+    // next message, sent after a pause, must still wake the reader.
+    let mut c = scheduler().await;
+    let (est, server) = linked(&mut c).await;
+    let (tx, _rx) = est.control.split::<Msg, Msg>();
+    let (_stx, mut srx) = server.control.split::<Msg, Msg>();
+    for i in 0..20 {
+        tx.send(&Msg::Ping(i)).await.unwrap();
+        assert_eq!(bounded(srx.recv()).await.unwrap(), Some(Msg::Ping(i)));
+        if i % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn deferred_messages_go_out_together_when_sent() {
+    let mut c = scheduler().await;
+    let (est, server) = linked(&mut c).await;
+    let (tx, _rx) = est.control.split::<Msg, Msg>();
+    let (_stx, mut srx) = server.control.split::<Msg, Msg>();
+    let before = tx.stats().writes;
+    for i in 0..3 {
+        tx.send_deferred(&Msg::Ping(i)).unwrap();
+    }
+    assert_eq!(tx.stats().writes, before, "deferred messages wait");
+    tx.send_queued();
+    assert_eq!(tx.stats().writes, before + 1, "one write for the three");
+    for i in 0..3 {
+        assert_eq!(bounded(srx.recv()).await.unwrap(), Some(Msg::Ping(i)));
+    }
+    // Nothing queued: nothing written.
+    tx.send_queued();
+    assert_eq!(tx.stats().writes, before + 1);
+}

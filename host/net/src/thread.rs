@@ -98,3 +98,62 @@ impl IdleSignal {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Runs `waiter` beside a chain of three tasks, each spawning the next (the hops of a
+    /// request from reader to handler), on a runtime thread with the idle hook; returns the
+    /// order in which they logged.
+    fn order_with(wait_idle: bool) -> Vec<&'static str> {
+        let idle = Arc::new(IdleSignal::default());
+        let hook = idle.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn_runtime_thread_with_idle_hook(
+            "idle-test",
+            move || hook.notify(),
+            move |runtime| {
+                let log = Arc::new(Mutex::new(Vec::new()));
+                runtime.expect("a runtime").block_on(async {
+                    let chain = log.clone();
+                    let first = tokio::spawn(async move {
+                        chain.lock().unwrap().push("hop 1");
+                        let chain2 = chain.clone();
+                        tokio::spawn(async move {
+                            chain2.lock().unwrap().push("hop 2");
+                            let chain3 = chain2.clone();
+                            tokio::spawn(async move { chain3.lock().unwrap().push("hop 3") })
+                        })
+                    });
+                    let waiter_log = log.clone();
+                    tokio::spawn(async move {
+                        if wait_idle {
+                            idle.wait().await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
+                        waiter_log.lock().unwrap().push("waiter");
+                    })
+                    .await
+                    .unwrap();
+                    let second = first.await.unwrap();
+                    second.await.unwrap().await.unwrap();
+                });
+                let order = log.lock().unwrap().clone();
+                tx.send(order).unwrap();
+            },
+        )
+        .unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+    }
+
+    #[test]
+    fn a_task_waiting_for_idle_runs_after_every_hop_of_the_work_at_hand() {
+        assert_eq!(order_with(true), ["hop 1", "hop 2", "hop 3", "waiter"]);
+        // A yield lets only the first hop go first.
+        assert_ne!(order_with(false).last(), Some(&"hop 3"));
+    }
+}

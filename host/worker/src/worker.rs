@@ -1752,6 +1752,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_slow_run_does_not_move_a_function_off_the_network_thread() {
+        let module = ModuleId::of(b"module");
+        let task = RunTask {
+            key: TaskKey::builder(&module, "f").finish(),
+            module,
+            function: "f".into(),
+            args: vec![],
+            limits: TaskLimits::default(),
+            send_result: false,
+            priority: RunPriority::default(),
+        };
+        let us = Duration::from_micros;
+        let mut queue = ExecState::default();
+        assert!(!queue.runs_inline(&task), "never ran here");
+        queue.remember(module, "f", us(100));
+        assert!(queue.runs_inline(&task));
+        // Its thread taken away for 300 us once: still inline, and a fast run restores it.
+        queue.remember(module, "f", us(400));
+        assert!(queue.runs_inline(&task));
+        assert!(queue.last_took(&task).unwrap() < INLINE_TASK);
+        queue.remember(module, "f", us(100));
+        assert_eq!(queue.last_took(&task), Some(us(100)));
+        // A function whose runs became long leaves at the first such run.
+        queue.remember(module, "f", us(5000));
+        assert!(!queue.runs_inline(&task));
+    }
+
+    #[test]
     fn runtime_errors_map_to_failure_kinds() {
         let module = ModuleId::of(b"m");
         let cases = [

@@ -725,6 +725,49 @@ async fn a_task_a_peer_waits_for_runs_first() {
     b.shutdown().await;
 }
 
+/// A ready task with an input fetched from a peer runs before ready tasks whose inputs were all
+/// here, even those of a better priority: it likely sits on a path between workers (a
+/// stencil's border column), its output wanted back there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_an_input_from_a_peer_runs_first() {
+    let w = two_workers(1).await;
+    let (module, a, b) = (w.module, w.a, w.b);
+    let (mut link_a, mut link_b) = (w.link_a, w.link_b);
+
+    // B holds `source`; A has the module loaded.
+    let source = literal_task(module, "inc", vec![enc(10i64)], 20);
+    link_b.run(&source);
+    link_b.finished(source.key).await;
+    let warm_up = literal_task(module, "inc", vec![enc(0i64)], 21);
+    link_a.run(&warm_up);
+    link_a.finished(warm_up.key).await;
+    // A's only slot is busy for 1 s; two tasks queue behind it, `local` with the better
+    // priority, `remote` with an input it fetches from B meanwhile.
+    let mut blocker = literal_task(module, "sleep", vec![enc(1000u64)], 22);
+    blocker.send_result = false;
+    let mut local = literal_task(module, "inc", vec![enc(1i64)], 23);
+    local.priority.order = 1;
+    let mut remote = chunk_task(module, "echo", source.key, 0, vec![b.peer_addr()], 24);
+    remote.priority.order = 2;
+    link_a.run(&blocker);
+    wait_until(|| a.stats().tasks_active == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    link_a.run(&local);
+    link_a.run(&remote);
+    wait_until(|| a.stats().chunks_fetched == 1).await;
+
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        match link_a.next().await {
+            WorkerReport::Finished { key, .. } => order.push(key),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(order, vec![blocker.key, remote.key, local.key]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_tasks_fail_with_their_cause_and_the_worker_carries_on() {
     init_tracing();
