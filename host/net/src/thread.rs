@@ -119,14 +119,16 @@ mod tests {
                 let log = Arc::new(Mutex::new(Vec::new()));
                 runtime.expect("a runtime").block_on(async {
                     let chain = log.clone();
-                    let first = tokio::spawn(async move {
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
                         chain.lock().unwrap().push("hop 1");
-                        let chain2 = chain.clone();
                         tokio::spawn(async move {
-                            chain2.lock().unwrap().push("hop 2");
-                            let chain3 = chain2.clone();
-                            tokio::spawn(async move { chain3.lock().unwrap().push("hop 3") })
-                        })
+                            chain.lock().unwrap().push("hop 2");
+                            tokio::spawn(async move {
+                                chain.lock().unwrap().push("hop 3");
+                                let _ = done_tx.send(());
+                            });
+                        });
                     });
                     let waiter_log = log.clone();
                     tokio::spawn(async move {
@@ -139,8 +141,7 @@ mod tests {
                     })
                     .await
                     .unwrap();
-                    let second = first.await.unwrap();
-                    second.await.unwrap().await.unwrap();
+                    done_rx.await.unwrap();
                 });
                 let order = log.lock().unwrap().clone();
                 tx.send(order).unwrap();
