@@ -102,10 +102,10 @@ pub(crate) struct Daemon {
     releases: HashMap<WorkerId, Vec<TaskKey>>,
     /// When the releases held back must go out.
     releases_due: Option<Instant>,
-    /// Workers given `Run`s in the current pass of [`Daemon::flush_outputs`], queued with
-    /// `send_deferred` and sent at its end: one message (one system call, one wake-up of the
-    /// worker) for all of a pass's tasks for one worker.
-    runs_queued: Vec<WorkerId>,
+    /// Workers given commands (`Run`s and the releases before them) in the current pass of
+    /// [`Daemon::flush_outputs`], queued with `send_deferred` and sent at its end: one write
+    /// (one system call, one wake-up of the worker) for all of a pass's commands to a worker.
+    commands_queued: Vec<WorkerId>,
     /// Clients with events queued in this pass whose writers are not woken yet.
     clients_to_wake: Vec<ClientId>,
 }
@@ -137,7 +137,7 @@ impl Daemon {
             inline: HashMap::default(),
             releases: HashMap::default(),
             releases_due: None,
-            runs_queued: Vec::new(),
+            commands_queued: Vec::new(),
             clients_to_wake: Vec::new(),
         }
     }
@@ -596,7 +596,7 @@ impl Daemon {
                 }
             }
         }
-        for worker in self.runs_queued.drain(..) {
+        for worker in self.commands_queued.drain(..) {
             if let Some(entry) = self.workers.get(&worker) {
                 entry.tx.send_queued();
             }
@@ -633,11 +633,16 @@ impl Daemon {
     /// release must reach the worker before any later command: the core may release a chunk
     /// and then ask the same worker to compute it again (a client dropped a result and
     /// resubmitted it), and a late release would delete the new chunk.
+    ///
+    /// They are queued, not written: the command that follows either writes them with itself
+    /// or is queued too and written at the end of the pass.
     fn flush_releases_to(&mut self, worker: WorkerId) {
         if let Some(keys) = self.releases.remove(&worker)
             && let Some(entry) = self.workers.get(&worker)
+            && entry.tx.send_deferred(&WorkerCommand::Release(keys)).is_ok()
+            && !self.commands_queued.contains(&worker)
         {
-            let _ = entry.tx.send_now(&WorkerCommand::Release(keys));
+            self.commands_queued.push(worker);
         }
     }
 
@@ -702,8 +707,8 @@ impl Daemon {
             },
         });
         if target.tx.send_deferred(&command).is_ok() {
-            if !self.runs_queued.contains(&run.worker) {
-                self.runs_queued.push(run.worker);
+            if !self.commands_queued.contains(&run.worker) {
+                self.commands_queued.push(run.worker);
             }
             self.running.insert(run.key, run.function.clone());
             if let Some(entry) = self.workers.get_mut(&run.worker) {
