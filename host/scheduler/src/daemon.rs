@@ -639,7 +639,10 @@ impl Daemon {
     fn flush_releases_to(&mut self, worker: WorkerId) {
         if let Some(keys) = self.releases.remove(&worker)
             && let Some(entry) = self.workers.get(&worker)
-            && entry.tx.send_deferred(&WorkerCommand::Release(keys)).is_ok()
+            && entry
+                .tx
+                .send_deferred(&WorkerCommand::Release(keys))
+                .is_ok()
             && !self.commands_queued.contains(&worker)
         {
             self.commands_queued.push(worker);

@@ -654,6 +654,18 @@ async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
     b.shutdown().await;
 }
 
+/// The keys of the next `n` reports of `link`, which must all be `Finished`.
+async fn finished_in_order(link: &mut Link, n: usize) -> Vec<TaskKey> {
+    let mut keys = Vec::new();
+    for _ in 0..n {
+        match link.next().await {
+            WorkerReport::Finished { key, .. } => keys.push(key),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    keys
+}
+
 /// A ready task whose output a peer is waiting for runs before the other ready tasks, even
 /// those of a better priority (its output is on the path between two workers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,16 +700,7 @@ async fn a_task_a_peer_waits_for_runs_first() {
     wait_until(|| a.stats().tasks_active == 3 && b.stats().tasks_active == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let order: Vec<TaskKey> = {
-        let mut keys = Vec::new();
-        for _ in 0..3 {
-            match link_a.next().await {
-                WorkerReport::Finished { key, .. } => keys.push(key),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        keys
-    };
+    let order = finished_in_order(&mut link_a, 3).await;
     assert_eq!(order, vec![blocker.key, second.key, first.key]);
     let (_, echoed) = link_b.finished(reader.key).await;
     assert_eq!(postcard::from_bytes::<i64>(&echoed.unwrap()).unwrap(), 3);
@@ -712,14 +715,8 @@ async fn a_task_a_peer_waits_for_runs_first() {
     for t in [&blocker, &first, &second] {
         link_a.run(t);
     }
-    let mut keys = Vec::new();
-    for _ in 0..3 {
-        match link_a.next().await {
-            WorkerReport::Finished { key, .. } => keys.push(key),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(keys, vec![blocker.key, first.key, second.key]);
+    let order = finished_in_order(&mut link_a, 3).await;
+    assert_eq!(order, vec![blocker.key, first.key, second.key]);
 
     a.shutdown().await;
     b.shutdown().await;
@@ -756,13 +753,7 @@ async fn a_task_with_an_input_from_a_peer_runs_first() {
     link_a.run(&remote);
     wait_until(|| a.stats().chunks_fetched == 1).await;
 
-    let mut order = Vec::new();
-    for _ in 0..3 {
-        match link_a.next().await {
-            WorkerReport::Finished { key, .. } => order.push(key),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let order = finished_in_order(&mut link_a, 3).await;
     assert_eq!(order, vec![blocker.key, remote.key, local.key]);
     a.shutdown().await;
     b.shutdown().await;
