@@ -154,6 +154,7 @@ impl Core {
             }
         };
         self.live_tasks += 1;
+        self.phases[Kind::Released as usize] += 1;
         t
     }
 
@@ -200,6 +201,7 @@ impl Core {
             task.extra = None;
             self.free.push(t);
             self.live_tasks -= 1;
+            self.phases[Kind::Released as usize] -= 1;
         }
     }
 

@@ -88,6 +88,10 @@ pub struct Core {
     pub(crate) wanters: FxHashMap<Tid, Vec<ClientId>>,
     pub(crate) queue: crate::queue::RootQueue,
     pub(crate) queued: usize,
+    /// Live tasks per phase (indexed by [`Kind`](crate::state::Kind) as `usize`; forgotten
+    /// tasks are not counted): kept by [`Core::transition`], so that [`Core::counts`] does not
+    /// scan the tasks.
+    pub(crate) phases: [u64; 8],
     pub(crate) no_worker: FxHashSet<Tid>,
     pub(crate) steals: Vec<Tid>,
     pub(crate) outputs: VecDeque<Output>,
@@ -133,6 +137,7 @@ impl Core {
             wanters: FxHashMap::default(),
             queue: crate::queue::RootQueue::default(),
             queued: 0,
+            phases: [0; 8],
             no_worker: FxHashSet::default(),
             steals: Vec::new(),
             outputs: VecDeque::new(),

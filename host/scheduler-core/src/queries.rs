@@ -25,21 +25,17 @@ pub struct PhaseCounts {
 }
 
 impl Core {
-    /// Counts the tracked tasks by phase.
+    /// Counts the tracked tasks by phase. O(1): the counts are kept as tasks change phase.
     pub fn counts(&self) -> PhaseCounts {
-        let mut counts = PhaseCounts::default();
-        for task in &self.tasks {
-            match task.state.kind() {
-                Kind::Released => counts.released += 1,
-                Kind::Waiting => counts.waiting += 1,
-                Kind::Queued | Kind::NoWorker => counts.queued += 1,
-                Kind::Processing => counts.processing += 1,
-                Kind::Memory => counts.memory += 1,
-                Kind::Erred => counts.erred += 1,
-                Kind::Forgotten => {}
-            }
+        let n = |kind: Kind| self.phases[kind as usize];
+        PhaseCounts {
+            released: n(Kind::Released),
+            waiting: n(Kind::Waiting),
+            queued: n(Kind::Queued) + n(Kind::NoWorker),
+            processing: n(Kind::Processing),
+            memory: n(Kind::Memory),
+            erred: n(Kind::Erred),
         }
-        counts
     }
 
     /// How many chunks a live worker holds (0 for an unknown worker). O(1).

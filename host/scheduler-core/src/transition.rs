@@ -38,6 +38,10 @@ impl Core {
             self.tasks[t as usize].state = old;
             return;
         }
+        self.phases[from as usize] -= 1;
+        if to != Kind::Forgotten {
+            self.phases[to as usize] += 1;
+        }
         self.exit_state(t, old);
         if from.is_active() != to.is_active() {
             let up = to.is_active();

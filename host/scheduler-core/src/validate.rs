@@ -32,6 +32,7 @@ impl Core {
         let mut live_deps = vec![0u32; n];
         let mut live = 0usize;
         let mut queued = 0usize;
+        let mut phases = [0u64; 8];
         let mut steals = 0usize;
         for (i, task) in self.tasks.iter().enumerate() {
             let kind = task.state.kind();
@@ -39,6 +40,7 @@ impl Core {
                 continue;
             }
             live += 1;
+            phases[kind as usize] += 1;
             check!(
                 self.lookup(&task.key) == Some(i as Tid),
                 "task {i} {:?} not indexed",
@@ -177,6 +179,11 @@ impl Core {
             self.index.len()
         );
         check!(queued == self.queued, "queued {queued} != {}", self.queued);
+        check!(
+            phases == self.phases,
+            "tasks per phase {phases:?} != {:?}",
+            self.phases
+        );
         check!(
             steals == self.steals.len(),
             "steals {steals} != {}",
