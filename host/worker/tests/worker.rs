@@ -654,6 +654,23 @@ async fn early_dispatched_tasks_start_once_their_inputs_are_computed() {
     b.shutdown().await;
 }
 
+/// Runs `sleep(ms)` (result not sent back) on the worker behind `link`, an idle worker with one
+/// slot, and returns the task once it holds that slot.
+async fn occupy_slot(
+    link: &mut Link,
+    worker: &WorkerHandle,
+    module: ModuleId,
+    ms: u64,
+    salt: u64,
+) -> RunTask {
+    let mut blocker = literal_task(module, "sleep", vec![enc(ms)], salt);
+    blocker.send_result = false;
+    link.run(&blocker);
+    wait_until(|| worker.stats().tasks_active == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    blocker
+}
+
 /// The keys of the next `n` reports of `link`, which must all be `Finished`.
 async fn finished_in_order(link: &mut Link, n: usize) -> Vec<TaskKey> {
     let mut keys = Vec::new();
@@ -681,16 +698,12 @@ async fn a_task_a_peer_waits_for_runs_first() {
     link_a.finished(warm_up.key).await;
     // A's only slot is busy for 2 s (time for B's request to arrive, even on a loaded
     // machine); two ready tasks queue behind it, `first` with the better priority.
-    let mut blocker = literal_task(module, "sleep", vec![enc(2000u64)], 0);
-    blocker.send_result = false;
+    let blocker = occupy_slot(&mut link_a, &a, module, 2000, 0).await;
     let mut first = literal_task(module, "inc", vec![enc(1i64)], 1);
     first.priority.order = 1;
     let mut second = literal_task(module, "inc", vec![enc(2i64)], 2);
     second.priority.order = 2;
     second.send_result = false;
-    link_a.run(&blocker);
-    wait_until(|| a.stats().tasks_active == 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
     link_a.run(&first);
     link_a.run(&second);
     // B waits for `second`'s output.
@@ -740,15 +753,11 @@ async fn a_task_with_an_input_from_a_peer_runs_first() {
     link_a.finished(warm_up.key).await;
     // A's only slot is busy for 1 s; two tasks queue behind it, `local` with the better
     // priority, `remote` with an input it fetches from B meanwhile.
-    let mut blocker = literal_task(module, "sleep", vec![enc(1000u64)], 22);
-    blocker.send_result = false;
+    let blocker = occupy_slot(&mut link_a, &a, module, 1000, 22).await;
     let mut local = literal_task(module, "inc", vec![enc(1i64)], 23);
     local.priority.order = 1;
     let mut remote = chunk_task(module, "echo", source.key, 0, vec![b.peer_addr()], 24);
     remote.priority.order = 2;
-    link_a.run(&blocker);
-    wait_until(|| a.stats().tasks_active == 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
     link_a.run(&local);
     link_a.run(&remote);
     wait_until(|| a.stats().chunks_fetched == 1).await;
